@@ -1,0 +1,192 @@
+/*
+ * pyreversible kernels: the C ABI.
+ *
+ * Plain C functions over parameter structs. Pointers are raw device or host pointers, sizes and
+ * strides are in elements (not bytes). Every function returns a pyr_status; no C++ exception
+ * crosses this header. Nothing here includes torch.
+ */
+#ifndef PYREVERSIBLE_KERNELS_H
+#define PYREVERSIBLE_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PYR_VERSION_MAJOR 0
+#define PYR_VERSION_MINOR 1
+#define PYR_VERSION_PATCH 0
+
+/* The most layers (hidden layers + the output layer) a fused coupling MLP may have. */
+#define PYR_MAX_LAYERS 16
+
+typedef enum pyr_status {
+  PYR_SUCCESS = 0,
+  PYR_ERROR_NULL_POINTER = 1,
+  PYR_ERROR_INVALID_SIZE = 2,
+  PYR_ERROR_INVALID_STRIDE = 3,
+  PYR_ERROR_UNSUPPORTED_DTYPE = 4,
+  PYR_ERROR_INVALID_ARGUMENT = 5,
+  PYR_ERROR_OUT_OF_MEMORY = 6,
+  PYR_ERROR_CUDA = 7,
+  PYR_ERROR_NOT_BUILT = 8
+} pyr_status;
+
+typedef enum pyr_dtype {
+  PYR_FLOAT32 = 0,
+  PYR_FLOAT64 = 1,
+  PYR_FLOAT16 = 2,
+  PYR_BFLOAT16 = 3
+} pyr_dtype;
+
+/* "major.minor.patch" of the library. */
+const char* pyr_version(void);
+
+/* A short English message for a status code. */
+const char* pyr_status_string(pyr_status status);
+
+/*
+ * A partition of the D features of a row into a conditioning part a (dim_a features) and an
+ * updated part b (dim_b = D - dim_a features). Feature j of part a (0 <= j < dim_a) sits at
+ * position pyr_partition_position(p, j, 0) of the row, feature j of part b at
+ * pyr_partition_position(p, j, 1). Rows are addressed through (B, D) strides, so a (B, C, H, W)
+ * tensor is presented as its (B, C*H*W) view.
+ *
+ *   PYR_PARTITION_SPLIT:      a-feature j at offset_a + j, b-feature j at offset_b + j
+ *                             (the "half" partition of a vector, "channel" of an image).
+ *   PYR_PARTITION_INTERLEAVE: rows of 2 * row_pairs positions, `height` rows per channel;
+ *                             position k of a row belongs to part a when
+ *                             (k + row % height + parity) is even. Feature j of a part is the
+ *                             (j % row_pairs)-th of its positions in row j / row_pairs
+ *                             ("odd-even" of a vector: height 1, row_pairs = ceil(D / 2);
+ *                             "checkerboard" of an image: height H, row_pairs = W / 2).
+ */
+typedef enum pyr_partition_kind {
+  PYR_PARTITION_SPLIT = 0,
+  PYR_PARTITION_INTERLEAVE = 1
+} pyr_partition_kind;
+
+typedef struct pyr_partition {
+  int32_t kind;      /* pyr_partition_kind */
+  int32_t parity;    /* INTERLEAVE: 0 or 1 */
+  int64_t dim_a;     /* features in the conditioning part */
+  int64_t dim_b;     /* features in the updated part */
+  int64_t offset_a;  /* SPLIT: first position of part a */
+  int64_t offset_b;  /* SPLIT: first position of part b */
+  int64_t row_pairs; /* INTERLEAVE: positions of one part per row */
+  int64_t height;    /* INTERLEAVE: rows per channel */
+} pyr_partition;
+
+/* The position within a row of feature j of part a (part = 0) or part b (part = 1). */
+static inline int64_t pyr_partition_position(const pyr_partition* p, int64_t j, int part) {
+  if (p->kind == PYR_PARTITION_SPLIT) return (part ? p->offset_b : p->offset_a) + j;
+  int64_t row = j / p->row_pairs;
+  int64_t k = j - row * p->row_pairs;
+  int64_t shift = (row % p->height + p->parity + part) & 1;
+  return row * 2 * p->row_pairs + 2 * k + shift;
+}
+
+/*
+ * Additive coupling around a shift computed elsewhere (any coupling network):
+ *   y_a = x_a,  y_b = x_b + sign * shift.
+ * x, y: (batch, D) with strides; shift: (batch, dim_b) with strides. y may not alias x or shift.
+ */
+typedef struct pyr_additive_coupling_params {
+  int32_t dtype; /* pyr_dtype */
+  int32_t sign;  /* +1 forward, -1 inverse */
+  int64_t batch;
+  int64_t dim; /* D = dim_a + dim_b */
+  pyr_partition partition;
+  const void* x;
+  int64_t stride_x_b, stride_x_d;
+  const void* shift;
+  int64_t stride_shift_b, stride_shift_d;
+  void* y;
+  int64_t stride_y_b, stride_y_d;
+  int32_t num_threads; /* CPU: 0 means the runtime's default */
+  void* stream;        /* CUDA: a cudaStream_t, NULL for the default stream */
+} pyr_additive_coupling_params;
+
+pyr_status pyr_additive_coupling_fwd_cpu(const pyr_additive_coupling_params* p);
+pyr_status pyr_additive_coupling_fwd_cuda(const pyr_additive_coupling_params* p);
+
+/*
+ * The whole coupling layer with an MLP coupling network, fused:
+ *   h_0 = x_a,  h_l = relu(h_{l-1} W_l^T + b_l) for l = 1 .. L-1,
+ *   m(x_a) = h_{L-1} W_L^T + b_L,
+ *   y_a = x_a,  y_b = x_b + sign * m(x_a).
+ * weight[l]: (widths[l+1], widths[l]) contiguous (nn.Linear's layout), bias[l]: (widths[l+1],),
+ * widths[0] = dim_a, widths[num_layers] = dim_b. hidden[l] for l < num_layers - 1, when not NULL,
+ * receives h_{l+1} as a contiguous (batch, widths[l+1]) array for the backward pass; all of them
+ * are NULL or none. x, y: (batch, D) with strides; y may not alias x.
+ * CUDA: accumulates in float32 for float16 and bfloat16.
+ */
+typedef struct pyr_additive_coupling_mlp_params {
+  int32_t dtype;
+  int32_t sign;
+  int64_t batch;
+  int64_t dim;
+  pyr_partition partition;
+  int32_t num_layers;
+  int64_t widths[PYR_MAX_LAYERS + 1];
+  const void* weight[PYR_MAX_LAYERS];
+  const void* bias[PYR_MAX_LAYERS];
+  void* hidden[PYR_MAX_LAYERS];
+  const void* x;
+  int64_t stride_x_b, stride_x_d;
+  void* y;
+  int64_t stride_y_b, stride_y_d;
+  void* workspace;        /* CUDA: pyr_additive_coupling_mlp_fwd_workspace_bytes() bytes */
+  size_t workspace_bytes;
+  int32_t num_threads;
+  void* stream;
+} pyr_additive_coupling_mlp_params;
+
+pyr_status pyr_additive_coupling_mlp_fwd_cpu(const pyr_additive_coupling_mlp_params* p);
+pyr_status pyr_additive_coupling_mlp_fwd_cuda(const pyr_additive_coupling_mlp_params* p);
+size_t pyr_additive_coupling_mlp_fwd_workspace_bytes(const pyr_additive_coupling_mlp_params* p);
+
+/*
+ * Backward of the fused layer. Given dy = dL/dy (or dL/dx for the inverse, sign -1), the
+ * conditioning features (read from `cond`, which is x or y: their a-parts are equal) and the
+ * hidden activations saved by the forward:
+ *   g_L = sign * dy_b,  dW_l = g_l^T h_{l-1},  db_l = sum over rows of g_l,
+ *   g_{l-1} = (g_l W_l) * [h_{l-1} > 0],  dx = dy,  dx_a += g_0.
+ * dx: (batch, D) with strides; dweight[l], dbias[l] contiguous like weight[l], bias[l]. All
+ * outputs are overwritten, not accumulated into. dx may alias dy (it is then updated in place).
+ */
+typedef struct pyr_additive_coupling_mlp_bwd_params {
+  int32_t dtype;
+  int32_t sign;
+  int64_t batch;
+  int64_t dim;
+  pyr_partition partition;
+  int32_t num_layers;
+  int64_t widths[PYR_MAX_LAYERS + 1];
+  const void* weight[PYR_MAX_LAYERS];
+  const void* hidden[PYR_MAX_LAYERS];
+  const void* cond;
+  int64_t stride_cond_b, stride_cond_d;
+  const void* dy;
+  int64_t stride_dy_b, stride_dy_d;
+  void* dx;
+  int64_t stride_dx_b, stride_dx_d;
+  void* dweight[PYR_MAX_LAYERS];
+  void* dbias[PYR_MAX_LAYERS];
+  void* workspace; /* CUDA: pyr_additive_coupling_mlp_bwd_workspace_bytes() bytes */
+  size_t workspace_bytes;
+  int32_t num_threads;
+  void* stream;
+} pyr_additive_coupling_mlp_bwd_params;
+
+pyr_status pyr_additive_coupling_mlp_bwd_cpu(const pyr_additive_coupling_mlp_bwd_params* p);
+pyr_status pyr_additive_coupling_mlp_bwd_cuda(const pyr_additive_coupling_mlp_bwd_params* p);
+size_t pyr_additive_coupling_mlp_bwd_workspace_bytes(const pyr_additive_coupling_mlp_bwd_params* p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PYREVERSIBLE_KERNELS_H */

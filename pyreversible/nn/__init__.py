@@ -1,0 +1,7 @@
+"""Drop-in modules built on pyreversible.ops."""
+
+from pyreversible.nn.additive_coupling import AdditiveCoupling, CouplingMLP
+from pyreversible.nn.nice import NICE
+from pyreversible.nn.scaling import Scaling
+
+__all__ = ["NICE", "AdditiveCoupling", "CouplingMLP", "Scaling"]

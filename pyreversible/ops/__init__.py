@@ -1,0 +1,5 @@
+"""Functional ops: each runs on the backend chosen by pyreversible.set_backend."""
+
+from pyreversible.ops.additive_coupling import additive_coupling, additive_coupling_mlp
+
+__all__ = ["additive_coupling", "additive_coupling_mlp"]
