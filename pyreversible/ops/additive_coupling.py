@@ -20,7 +20,11 @@ from pyreversible.reference.additive_coupling import (
 from pyreversible.reference.additive_coupling import (
     additive_coupling_mlp as reference_additive_coupling_mlp,
 )
-from pyreversible.reference.additive_coupling import check_partition, partition_split
+from pyreversible.reference.additive_coupling import (
+    check_partition,
+    check_shift,
+    partition_split,
+)
 
 _SIGN = {False: 1, True: -1}
 
@@ -204,16 +208,7 @@ def additive_coupling(x, coupling_net, partition="half", parity=0, reverse=False
         return reference_additive_coupling(x, coupling_net, partition, parity, reverse)
     x_a, x_b = partition_split(x, partition, parity)
     shift = coupling_net(x_a)
-    if not isinstance(shift, torch.Tensor) or shift.shape != x_b.shape:
-        got = tuple(shift.shape) if isinstance(shift, torch.Tensor) else type(shift).__name__
-        raise ValueError(
-            f"{op}: coupling_net must return a tensor shaped like x_b {tuple(x_b.shape)}, got {got}"
-        )
-    if shift.dtype != x.dtype or shift.device != x.device:
-        raise TypeError(
-            f"{op}: coupling_net returned {shift.dtype} on {shift.device}, expected x's "
-            f"{x.dtype} on {x.device}"
-        )
+    check_shift(op, shift, x_b)
     layout = partition_layout(x.shape, partition, parity)
     config = (backend, x.shape, layout, (partition, parity), _SIGN[bool(reverse)])
     y = AdditiveCouplingFunction.apply(_rows(x), shift.reshape(x.shape[0], -1), config)

@@ -43,6 +43,20 @@ def check_partition(op, x, partition, parity):
         raise ValueError(f"{op}: partition {partition!r} needs at least 2 {what}, got {x.shape[1]}")
 
 
+def check_shift(op, shift, x_b):
+    """Raise unless the coupling network's output `shift` can be added to x_b."""
+    if not isinstance(shift, torch.Tensor) or shift.shape != x_b.shape:
+        got = tuple(shift.shape) if isinstance(shift, torch.Tensor) else type(shift).__name__
+        raise ValueError(
+            f"{op}: coupling_net must return a tensor shaped like x_b {tuple(x_b.shape)}, got {got}"
+        )
+    if shift.dtype != x_b.dtype or shift.device != x_b.device:
+        raise TypeError(
+            f"{op}: coupling_net returned {shift.dtype} on {shift.device}, expected x's "
+            f"{x_b.dtype} on {x_b.device}"
+        )
+
+
 def _checkerboard_first(h, parity, device):
     # (H, 1) mask of the rows whose even columns belong to the conditioning part
     return ((torch.arange(h, device=device) + parity) % 2 == 0).view(h, 1)
@@ -97,6 +111,7 @@ def additive_coupling(x, coupling_net, partition="half", parity=0, reverse=False
     """y_a = x_a, y_b = x_b + m(x_a) (reverse: x_b - m(x_a)), with m = coupling_net."""
     x_a, x_b = partition_split(x, partition, parity)
     shift = coupling_net(x_a)
+    check_shift("additive_coupling", shift, x_b)
     return partition_merge(x_a, x_b - shift if reverse else x_b + shift, partition, parity)
 
 
