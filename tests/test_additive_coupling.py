@@ -154,9 +154,7 @@ def test_non_contiguous_inputs(backend, partition, shape):
     [("odd-even", (5,)), ("half", (4,)), ("checkerboard", (1, 3, 2)), ("channel", (3, 1, 2))],
 )
 def test_gradcheck(backend, partition, shape):
-    if DEVICE != "cpu":
-        pytest.skip("float64 gradcheck runs on the CPU; the GPU run compares with the reference")
-    x = torch.randn(3, *shape, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, *shape, dtype=torch.float64, device=DEVICE, requires_grad=True)
     dim_a, dim_b = part_sizes(x, partition, 0)
     weights, biases = mlp_params(dim_a, dim_b, 4, 1, torch.float64)
     params = [p.requires_grad_() for p in weights + biases]
@@ -250,8 +248,6 @@ def test_opcheck(backend):
 
 @pytest.mark.parametrize("backend", ["reference", *BACKENDS])
 def test_compile_nice_fullgraph(backend):
-    if backend == "triton" and DEVICE == "cpu":
-        pytest.skip("torch.compile of the Triton interpreter is not a supported combination")
     model = pyreversible.nn.NICE(10, num_couplings=4, hidden=16, num_hidden_layers=2).to(DEVICE)
     x = torch.rand(8, 10, device=DEVICE)
 

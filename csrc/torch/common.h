@@ -7,7 +7,7 @@
 #include <torch/library.h>
 
 #ifdef PYR_WITH_CUDA
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
 #endif
 
@@ -47,7 +47,7 @@ inline void set_execution(Params& p, const at::Tensor& like) {
   p.num_threads = at::get_num_threads();
   p.stream = nullptr;
 #ifdef PYR_WITH_CUDA
-  if (like.is_cuda()) p.stream = at::cuda::getCurrentCUDAStream(like.device().index()).stream();
+  if (like.is_cuda()) p.stream = c10::cuda::getCurrentCUDAStream(like.device().index()).stream();
 #endif
 }
 
@@ -61,7 +61,7 @@ inline void launch(pyr_status (*cpu)(const Params*), pyr_status (*cuda)(const Pa
                    const Params& p, const at::Tensor& like, const char* op) {
   if (like.is_cuda()) {
 #ifdef PYR_WITH_CUDA
-    const at::cuda::CUDAGuard guard(like.device());
+    const c10::cuda::CUDAGuard guard(like.device());
     check_status(cuda(&p), op);
 #else
     (void)cuda;
