@@ -81,6 +81,8 @@ def _triton_interpreted():
 def _reason(name, device_type):
     if name == "reference":
         return None
+    if device_type == "cuda" and not torch.cuda.is_available():
+        return "no CUDA device is available here (torch.cuda.is_available() is False)"
     if name == "cpp":
         if _C is None:
             return (

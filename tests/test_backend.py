@@ -34,14 +34,13 @@ def test_use_backend_restores_after_an_error():
 
 def test_named_backend_that_cannot_run_says_how_to_fix_it():
     if torch.cuda.is_available():
-        pytest.skip("needs a device type the C++ kernels lack; a CPU machine checks this")
-    if _backend._C is None or _backend._C.with_cuda:
-        pytest.skip("checks a CPU-only build of the extension")
-    with (
-        pyreversible.use_backend("cpp"),
-        pytest.raises(pyreversible.BackendUnavailableError, match="built without CUDA"),
-    ):
-        _backend.resolve("additive_coupling", torch.device("cuda"), torch.float32)
+        pytest.skip("asks for CUDA kernels where there is no GPU; a CPU machine checks this")
+    for name in ("cpp", "triton"):
+        with pyreversible.use_backend(name), pytest.raises(
+            pyreversible.BackendUnavailableError, match=f"backend '{name}' cannot run: no CUDA"
+        ):
+            _backend.resolve("additive_coupling", torch.device("cuda"), torch.float32)
+    assert pyreversible.available_backends("cuda") == ["reference"]
 
 
 def test_triton_on_cpu_needs_the_interpreter():
