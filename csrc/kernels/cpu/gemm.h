@@ -1,0 +1,213 @@
+// A small register-blocked GEMM for the CPU kernels: C = init + A B, optionally followed by
+// ReLU. A is read through two element strides (so it can be a matrix or a transposed one without
+// a copy), B row-major with contiguous columns, C row-major. Written with GCC vector extensions:
+// with -march=native on an AVX2 machine each vector is one ymm register and the multiply-add
+// contracts to an FMA; elsewhere the compiler lowers the same code to what the target has.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+
+namespace pyr_cpu {
+
+// 32-byte vectors: one AVX register, two SSE/NEON ones.
+template <typename T>
+struct Vec;
+template <>
+struct Vec<float> {
+  typedef float type __attribute__((vector_size(32)));
+};
+template <>
+struct Vec<double> {
+  typedef double type __attribute__((vector_size(32)));
+};
+
+template <typename T>
+constexpr int kLanes = 32 / sizeof(T);
+
+// The micro-kernel's tile: MR rows of A times NR columns of B. 6 x 2 accumulators, two B vectors
+// and one broadcast use 15 of the 16 AVX2 registers, and 12 FMAs per step of k hide the load
+// latency of the two B vectors.
+constexpr int kMR = 6;
+template <typename T>
+constexpr int kNR = 2 * kLanes<T>;
+
+// Blocking of k (so that a KC x NR panel of B stays near L1 while rows of A go past it) and of
+// the rows of A (so that an MC x KC block of A stays in L2). Chosen by measurement on Zen 3.
+constexpr int64_t kKC = 512;
+constexpr int64_t kMC = 96;
+
+template <typename T>
+inline typename Vec<T>::type load_vec(const T* p) {
+  typename Vec<T>::type v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+template <typename T>
+inline void store_vec(T* p, typename Vec<T>::type v) {
+  std::memcpy(p, &v, sizeof(v));
+}
+
+// How a tile's accumulators start: at zero, at a per-row bias, or at the current C (a later
+// block of k).
+enum class Init { kZero, kBias, kLoad };
+
+// The operands of one GEMM: A(i, k) = a[i * sam + k * sak], B(k, n) = b[k * ldb + n],
+// C(i, n) = c[i * ldc + n].
+template <typename T>
+struct Gemm {
+  int64_t m, n, k;
+  const T* a;
+  int64_t sam, sak;
+  const T* b;
+  int64_t ldb;
+  T* c;
+  int64_t ldc;
+  // per-row bias added before the products (may be null) and ReLU applied after them.
+  const T* bias;
+  bool relu;
+};
+
+// One MR x NR tile of C over kc steps of k, b a packed panel (NR columns, zero-padded past the
+// matrix). Only the first n_valid columns of C are touched.
+template <typename T, int MR>
+inline void micro_kernel(int64_t kc, const T* a, int64_t sam, int64_t sak, const T* b,
+                         int64_t ldb, T* c, int64_t ldc, int n_valid, Init init, const T* bias,
+                         bool relu) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = kLanes<T>;
+  constexpr int NR = kNR<T>;
+  V acc[MR][2];
+
+  for (int i = 0; i < MR; ++i) {
+    if (init == Init::kLoad && n_valid == NR) {
+      acc[i][0] = load_vec(c + i * ldc);
+      acc[i][1] = load_vec(c + i * ldc + L);
+    } else if (init == Init::kLoad) {
+      // a partial tile goes through a copy so that nothing past the matrix is read.
+      T tile[NR] = {};
+      std::memcpy(tile, c + i * ldc, n_valid * sizeof(T));
+      acc[i][0] = load_vec(tile);
+      acc[i][1] = load_vec(tile + L);
+    } else {
+      T start = init == Init::kBias ? bias[i] : T(0);
+      acc[i][0] = V{} + start;
+      acc[i][1] = V{} + start;
+    }
+  }
+
+  for (int64_t p = 0; p < kc; ++p) {
+    V b0 = load_vec(b);
+    V b1 = load_vec(b + L);
+    b += ldb;
+    for (int i = 0; i < MR; ++i) {
+      T s = a[i * sam];
+      acc[i][0] += s * b0;
+      acc[i][1] += s * b1;
+    }
+    a += sak;
+  }
+
+  for (int i = 0; i < MR; ++i) {
+    // written as "negative -> 0" so that a NaN stays NaN, as torch.relu leaves it.
+    if (relu) {
+      acc[i][0] = acc[i][0] < V{} ? V{} : acc[i][0];
+      acc[i][1] = acc[i][1] < V{} ? V{} : acc[i][1];
+    }
+    if (n_valid == NR) {
+      store_vec(c + i * ldc, acc[i][0]);
+      store_vec(c + i * ldc + L, acc[i][1]);
+    } else {
+      T tile[NR];
+      store_vec(tile, acc[i][0]);
+      store_vec(tile + L, acc[i][1]);
+      std::memcpy(c + i * ldc, tile, n_valid * sizeof(T));
+    }
+  }
+}
+
+// The rows left over by MR get a kernel of their own height instead of a scalar loop.
+template <typename T>
+inline void micro_kernel_rows(int mr, int64_t kc, const T* a, int64_t sam, int64_t sak,
+                              const T* b, int64_t ldb, T* c, int64_t ldc, int n_valid, Init init,
+                              const T* bias, bool relu) {
+  switch (mr) {
+    case 6: micro_kernel<T, 6>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
+    case 5: micro_kernel<T, 5>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
+    case 4: micro_kernel<T, 4>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
+    case 3: micro_kernel<T, 3>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
+    case 2: micro_kernel<T, 2>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
+    default: micro_kernel<T, 1>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
+  }
+}
+
+// Copies kc rows of n_valid <= NR columns of B into a contiguous panel, zeroing the columns past
+// n_valid. Read straight from B, the kc rows of a panel lie ldb apart, and when that distance is
+// a multiple of a page fraction they all fall into a few sets of L1 and evict each other; the
+// packed panel is one contiguous kc * NR block that stays in cache while the rows of A go past.
+template <typename T>
+inline void pack_panel(int64_t kc, const T* b, int64_t ldb, int n_valid, T* panel) {
+  constexpr int NR = kNR<T>;
+  constexpr int L = kLanes<T>;
+  if (n_valid == NR) {
+    for (int64_t p = 0; p < kc; ++p) {
+      store_vec(panel + p * NR, load_vec(b + p * ldb));
+      store_vec(panel + p * NR + L, load_vec(b + p * ldb + L));
+    }
+    return;
+  }
+  for (int64_t p = 0; p < kc; ++p) {
+    std::memcpy(panel + p * NR, b + p * ldb, n_valid * sizeof(T));
+    std::fill(panel + p * NR + n_valid, panel + (p + 1) * NR, T(0));
+  }
+}
+
+// Elements of scratch one thread needs for gemm(): one packed panel of B.
+template <typename T>
+constexpr int64_t gemm_scratch_size() {
+  return kKC * kNR<T>;
+}
+
+// One mc x kc block of A times the kc x n block of B below it, into C's rows m0 .. m0 + mc.
+template <typename T>
+inline void gemm_block(const Gemm<T>& g, int64_t m0, int64_t mc, int64_t k0, int64_t kc,
+                       T* panel) {
+  constexpr int NR = kNR<T>;
+  const Init init = k0 > 0 ? Init::kLoad : (g.bias ? Init::kBias : Init::kZero);
+  const bool relu = g.relu && k0 + kc == g.k;
+  for (int64_t n0 = 0; n0 < g.n; n0 += NR) {
+    const int n_valid = static_cast<int>(std::min<int64_t>(NR, g.n - n0));
+    pack_panel(kc, g.b + k0 * g.ldb + n0, g.ldb, n_valid, panel);
+    for (int64_t i = m0; i < m0 + mc; i += kMR) {
+      const int mr = static_cast<int>(std::min<int64_t>(kMR, m0 + mc - i));
+      micro_kernel_rows<T>(mr, kc, g.a + i * g.sam + k0 * g.sak, g.sam, g.sak, panel, NR,
+                           g.c + i * g.ldc + n0, g.ldc, n_valid, init,
+                           g.bias ? g.bias + i : nullptr, relu);
+    }
+  }
+}
+
+// C = (bias or 0) + A B, then ReLU when asked; single-threaded (callers split the work).
+// scratch: gemm_scratch_size<T>() elements. A is read in place: a packed copy cost more than it
+// saved at the sizes measured.
+template <typename T>
+void gemm(const Gemm<T>& g, T* scratch) {
+  if (g.k <= 2 * kKC) {
+    // a layer (k up to a few hundred or a thousand): the k blocks of one block of rows run back
+    // to back, so its tile of C stays in cache and the rows of A are read once; B, re-read for
+    // every block of rows, is the small operand here (a block of the batch).
+    for (int64_t m0 = 0; m0 < g.m; m0 += kMC)
+      for (int64_t k0 = 0; k0 < g.k; k0 += kKC)
+        gemm_block(g, m0, std::min(kMC, g.m - m0), k0, std::min(kKC, g.k - k0), scratch);
+    return;
+  }
+  // a reduction over a long k (the batch, for a weight gradient): C is the small operand, kept
+  // in cache while the long A and B stream past it.
+  for (int64_t k0 = 0; k0 < g.k; k0 += kKC)
+    for (int64_t m0 = 0; m0 < g.m; m0 += kMC)
+      gemm_block(g, m0, std::min(kMC, g.m - m0), k0, std::min(kKC, g.k - k0), scratch);
+}
+
+}  // namespace pyr_cpu
