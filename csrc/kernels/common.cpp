@@ -10,15 +10,24 @@ extern "C" const char* pyr_version(void) {
 
 extern "C" const char* pyr_status_string(pyr_status status) {
   switch (status) {
-    case PYR_SUCCESS: return "success";
-    case PYR_ERROR_NULL_POINTER: return "a required pointer is null";
-    case PYR_ERROR_INVALID_SIZE: return "a size is zero, negative or inconsistent";
-    case PYR_ERROR_INVALID_STRIDE: return "a stride is negative or would reach outside its tensor";
-    case PYR_ERROR_UNSUPPORTED_DTYPE: return "the dtype is not supported by this kernel";
-    case PYR_ERROR_INVALID_ARGUMENT: return "an argument is out of its range";
-    case PYR_ERROR_OUT_OF_MEMORY: return "out of memory";
-    case PYR_ERROR_CUDA: return "a CUDA call failed";
-    case PYR_ERROR_NOT_BUILT: return "this kernel was not built into the library";
+    case PYR_SUCCESS:
+      return "success";
+    case PYR_ERROR_NULL_POINTER:
+      return "a required pointer is null";
+    case PYR_ERROR_INVALID_SIZE:
+      return "a size is zero, negative or inconsistent";
+    case PYR_ERROR_INVALID_STRIDE:
+      return "a stride is negative or would reach outside its tensor";
+    case PYR_ERROR_UNSUPPORTED_DTYPE:
+      return "the dtype is not supported by this kernel";
+    case PYR_ERROR_INVALID_ARGUMENT:
+      return "an argument is out of its range";
+    case PYR_ERROR_OUT_OF_MEMORY:
+      return "out of memory";
+    case PYR_ERROR_CUDA:
+      return "a CUDA call failed";
+    case PYR_ERROR_NOT_BUILT:
+      return "this kernel was not built into the library";
   }
   return "unknown status";
 }

@@ -8,11 +8,11 @@ namespace pyr {
 namespace {
 
 void check_rows(const at::Tensor& t, const at::Tensor& x, const char* op, const char* name) {
-  TORCH_CHECK(t.dim() == 2, op, ": ", name, " must be 2-D, got ", t.dim(), "-D");
-  TORCH_CHECK(t.device() == x.device(), op, ": ", name, " is on ", t.device(), ", x on ",
-              x.device());
-  TORCH_CHECK(t.scalar_type() == x.scalar_type(), op, ": ", name, " has dtype ",
-              t.scalar_type(), ", x ", x.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 2, op, ": ", name, " must be 2-D, got ", t.dim(), "-D");
+  TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " is on ", t.device(), ", x on ",
+                    x.device());
+  TORCH_CHECK_TYPE(t.scalar_type() == x.scalar_type(), op, ": ", name, " has dtype ",
+                   t.scalar_type(), ", x ", x.scalar_type());
 }
 
 #ifdef PYR_WITH_CUDA
@@ -28,12 +28,13 @@ constexpr decltype(&pyr_additive_coupling_mlp_bwd_cpu) pyr_mlp_bwd_cuda = nullpt
 at::Tensor additive_coupling_fwd(const at::Tensor& x, const at::Tensor& shift,
                                  at::IntArrayRef partition, int64_t sign) {
   constexpr const char* op = "additive_coupling_fwd";
-  TORCH_CHECK(x.dim() == 2, op, ": x must be (B, D), got ", x.dim(), "-D");
+  TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be (B, D), got ", x.dim(), "-D");
   check_rows(shift, x, op, "shift");
   pyr_additive_coupling_params p{};
   p.partition = partition_from(partition, op);
-  TORCH_CHECK(shift.size(0) == x.size(0) && shift.size(1) == p.partition.dim_b, op,
-              ": shift must be (", x.size(0), ", ", p.partition.dim_b, "), got ", shift.sizes());
+  TORCH_CHECK_VALUE(shift.size(0) == x.size(0) && shift.size(1) == p.partition.dim_b, op,
+                    ": shift must be (", x.size(0), ", ", p.partition.dim_b, "), got ",
+                    shift.sizes());
   auto y = at::empty_like(x, at::MemoryFormat::Contiguous);
   p.dtype = dtype_code(x, op);
   p.sign = static_cast<int32_t>(sign);
@@ -57,40 +58,42 @@ at::Tensor additive_coupling_fwd(const at::Tensor& x, const at::Tensor& shift,
 template <typename Params>
 void set_layers(Params& p, const at::Tensor& x, at::TensorList weights, const char* op) {
   const auto num_layers = static_cast<int64_t>(weights.size());
-  TORCH_CHECK(num_layers >= 1 && num_layers <= PYR_MAX_LAYERS, op, ": expected 1 to ",
-              PYR_MAX_LAYERS, " layers, got ", num_layers);
+  TORCH_CHECK_VALUE(num_layers >= 1 && num_layers <= PYR_MAX_LAYERS, op, ": expected 1 to ",
+                    PYR_MAX_LAYERS, " layers, got ", num_layers);
   p.num_layers = static_cast<int32_t>(num_layers);
   p.widths[0] = p.partition.dim_a;
   for (int64_t l = 0; l < num_layers; ++l) {
     const auto& w = weights[l];
     check_rows(w, x, op, "weight");
-    TORCH_CHECK(w.is_contiguous(), op, ": weight ", l, " must be contiguous");
-    TORCH_CHECK(w.size(1) == p.widths[l], op, ": weight ", l, " must have ", p.widths[l],
-                " input features, got ", w.size(1));
+    TORCH_CHECK_VALUE(w.is_contiguous(), op, ": weight ", l, " must be contiguous");
+    TORCH_CHECK_VALUE(w.size(1) == p.widths[l], op, ": weight ", l, " must have ", p.widths[l],
+                      " input features, got ", w.size(1));
     p.widths[l + 1] = w.size(0);
     p.weight[l] = w.data_ptr();
   }
-  TORCH_CHECK(p.widths[num_layers] == p.partition.dim_b, op, ": the last weight must have ",
-              p.partition.dim_b, " output features, got ", p.widths[num_layers]);
+  TORCH_CHECK_VALUE(p.widths[num_layers] == p.partition.dim_b, op, ": the last weight must have ",
+                    p.partition.dim_b, " output features, got ", p.widths[num_layers]);
 }
 
 std::tuple<at::Tensor, std::vector<at::Tensor>> additive_coupling_mlp_fwd(
-    const at::Tensor& x, at::TensorList weights, at::TensorList biases,
-    at::IntArrayRef partition, int64_t sign, bool save_hidden) {
+    const at::Tensor& x, at::TensorList weights, at::TensorList biases, at::IntArrayRef partition,
+    int64_t sign, bool save_hidden) {
   constexpr const char* op = "additive_coupling_mlp_fwd";
-  TORCH_CHECK(x.dim() == 2, op, ": x must be (B, D), got ", x.dim(), "-D");
-  TORCH_CHECK(biases.size() == weights.size(), op, ": ", weights.size(), " weights but ",
-              biases.size(), " biases");
+  TORCH_CHECK_VALUE(x.dim() == 2, op, ": x must be (B, D), got ", x.dim(), "-D");
+  TORCH_CHECK_VALUE(biases.size() == weights.size(), op, ": ", weights.size(), " weights but ",
+                    biases.size(), " biases");
   pyr_additive_coupling_mlp_params p{};
   p.partition = partition_from(partition, op);
   set_layers(p, x, weights, op);
   for (size_t l = 0; l < biases.size(); ++l) {
     const auto& b = biases[l];
-    TORCH_CHECK(b.dim() == 1 && b.size(0) == p.widths[l + 1] && b.is_contiguous(), op,
-                ": bias ", l, " must be contiguous of shape (", p.widths[l + 1], ",), got ",
-                b.sizes());
-    TORCH_CHECK(b.device() == x.device() && b.scalar_type() == x.scalar_type(), op, ": bias ", l,
-                " must match x's device and dtype");
+    TORCH_CHECK_VALUE(b.dim() == 1 && b.size(0) == p.widths[l + 1] && b.is_contiguous(), op,
+                      ": bias ", l, " must be contiguous of shape (", p.widths[l + 1], ",), got ",
+                      b.sizes());
+    TORCH_CHECK_VALUE(b.device() == x.device(), op, ": bias ", l, " is on ", b.device(), ", x on ",
+                      x.device());
+    TORCH_CHECK_TYPE(b.scalar_type() == x.scalar_type(), op, ": bias ", l, " has dtype ",
+                     b.scalar_type(), ", x ", x.scalar_type());
     p.bias[l] = b.data_ptr();
   }
 
@@ -116,8 +119,9 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> additive_coupling_mlp_fwd(
   at::Tensor workspace;
 #ifdef PYR_WITH_CUDA
   if (x.is_cuda()) {
-    p.workspace_bytes = pyr_additive_coupling_mlp_fwd_workspace_bytes(&p);
-    workspace = at::empty({static_cast<int64_t>(p.workspace_bytes)}, x.options().dtype(at::kByte));
+    p.workspace_bytes = pyr_additive_coupling_mlp_fwd_cuda_workspace_bytes(&p);
+    const auto bytes = static_cast<int64_t>(p.workspace_bytes);
+    workspace = at::empty({bytes}, x.options().dtype(at::kByte));
     p.workspace = workspace.data_ptr();
   }
 #endif
@@ -125,25 +129,25 @@ std::tuple<at::Tensor, std::vector<at::Tensor>> additive_coupling_mlp_fwd(
   return std::make_tuple(y, hidden);
 }
 
-std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>>
-additive_coupling_mlp_bwd(const at::Tensor& dy, const at::Tensor& cond, at::TensorList weights,
-                          at::TensorList hidden, at::IntArrayRef partition, int64_t sign) {
+std::tuple<at::Tensor, std::vector<at::Tensor>, std::vector<at::Tensor>> additive_coupling_mlp_bwd(
+    const at::Tensor& dy, const at::Tensor& cond, at::TensorList weights, at::TensorList hidden,
+    at::IntArrayRef partition, int64_t sign) {
   constexpr const char* op = "additive_coupling_mlp_bwd";
-  TORCH_CHECK(dy.dim() == 2, op, ": dy must be (B, D), got ", dy.dim(), "-D");
+  TORCH_CHECK_VALUE(dy.dim() == 2, op, ": dy must be (B, D), got ", dy.dim(), "-D");
   check_rows(cond, dy, op, "cond");
-  TORCH_CHECK(cond.sizes() == dy.sizes(), op, ": cond must match dy's shape ", dy.sizes(),
-              ", got ", cond.sizes());
+  TORCH_CHECK_VALUE(cond.sizes() == dy.sizes(), op, ": cond must match dy's shape ", dy.sizes(),
+                    ", got ", cond.sizes());
   pyr_additive_coupling_mlp_bwd_params p{};
   p.partition = partition_from(partition, op);
   set_layers(p, dy, weights, op);
-  TORCH_CHECK(static_cast<int32_t>(hidden.size()) == p.num_layers - 1, op, ": expected ",
-              p.num_layers - 1, " hidden activations, got ", hidden.size());
+  TORCH_CHECK_VALUE(static_cast<int32_t>(hidden.size()) == p.num_layers - 1, op, ": expected ",
+                    p.num_layers - 1, " hidden activations, got ", hidden.size());
   for (int32_t l = 0; l + 1 < p.num_layers; ++l) {
     const auto& h = hidden[l];
     check_rows(h, dy, op, "hidden");
-    TORCH_CHECK(h.is_contiguous() && h.size(0) == dy.size(0) && h.size(1) == p.widths[l + 1], op,
-                ": hidden ", l, " must be contiguous (", dy.size(0), ", ", p.widths[l + 1],
-                "), got ", h.sizes());
+    TORCH_CHECK_VALUE(h.is_contiguous() && h.size(0) == dy.size(0) && h.size(1) == p.widths[l + 1],
+                      op, ": hidden ", l, " must be contiguous (", dy.size(0), ", ",
+                      p.widths[l + 1], "), got ", h.sizes());
     p.hidden[l] = h.data_ptr();
   }
 
@@ -172,8 +176,9 @@ additive_coupling_mlp_bwd(const at::Tensor& dy, const at::Tensor& cond, at::Tens
   at::Tensor workspace;
 #ifdef PYR_WITH_CUDA
   if (dy.is_cuda()) {
-    p.workspace_bytes = pyr_additive_coupling_mlp_bwd_workspace_bytes(&p);
-    workspace = at::empty({static_cast<int64_t>(p.workspace_bytes)}, dy.options().dtype(at::kByte));
+    p.workspace_bytes = pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes(&p);
+    const auto bytes = static_cast<int64_t>(p.workspace_bytes);
+    workspace = at::empty({bytes}, dy.options().dtype(at::kByte));
     p.workspace = workspace.data_ptr();
   }
 #endif

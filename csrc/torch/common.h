@@ -7,8 +7,8 @@
 #include <torch/library.h>
 
 #ifdef PYR_WITH_CUDA
-#include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #endif
 
 #include "pyreversible/kernels.h"
@@ -17,18 +17,23 @@ namespace pyr {
 
 inline int32_t dtype_code(const at::Tensor& t, const char* op) {
   switch (t.scalar_type()) {
-    case at::kFloat: return PYR_FLOAT32;
-    case at::kDouble: return PYR_FLOAT64;
-    case at::kHalf: return PYR_FLOAT16;
-    case at::kBFloat16: return PYR_BFLOAT16;
-    default: TORCH_CHECK_TYPE(false, op, ": unsupported dtype ", t.scalar_type());
+    case at::kFloat:
+      return PYR_FLOAT32;
+    case at::kDouble:
+      return PYR_FLOAT64;
+    case at::kHalf:
+      return PYR_FLOAT16;
+    case at::kBFloat16:
+      return PYR_BFLOAT16;
+    default:
+      TORCH_CHECK_TYPE(false, op, ": unsupported dtype ", t.scalar_type());
   }
 }
 
 // The partition as the Python layer encodes it: [kind, parity, dim_a, dim_b, offset_a,
 // offset_b, row_pairs, height] (see pyreversible/ops/additive_coupling.py).
 inline pyr_partition partition_from(at::IntArrayRef v, const char* op) {
-  TORCH_CHECK(v.size() == 8, op, ": partition must have 8 entries, got ", v.size());
+  TORCH_CHECK_VALUE(v.size() == 8, op, ": partition must have 8 entries, got ", v.size());
   pyr_partition p;
   p.kind = static_cast<int32_t>(v[0]);
   p.parity = static_cast<int32_t>(v[1]);
@@ -51,8 +56,16 @@ inline void set_execution(Params& p, const at::Tensor& like) {
 #endif
 }
 
+// A failed status as the torch error a caller expects: TypeError for a dtype, ValueError for
+// a size, stride or argument, RuntimeError for the rest.
 inline void check_status(pyr_status status, const char* op) {
-  TORCH_CHECK(status == PYR_SUCCESS, op, ": kernel failed: ", pyr_status_string(status));
+  if (status == PYR_SUCCESS) return;
+  const char* message = pyr_status_string(status);
+  TORCH_CHECK_TYPE(status != PYR_ERROR_UNSUPPORTED_DTYPE, op, ": ", message);
+  TORCH_CHECK_VALUE(status != PYR_ERROR_INVALID_SIZE && status != PYR_ERROR_INVALID_STRIDE &&
+                        status != PYR_ERROR_INVALID_ARGUMENT,
+                    op, ": ", message);
+  TORCH_CHECK(false, op, ": kernel failed: ", message);
 }
 
 // Runs the CPU or the CUDA entry point of a kernel, by the device of `like`.

@@ -41,9 +41,7 @@ int64_t leading_dim(int64_t n) {
   return (panels | 1) * kNR<T>;
 }
 
-int thread_count(int32_t requested) {
-  return requested > 0 ? requested : omp_get_max_threads();
-}
+int thread_count(int32_t requested) { return requested > 0 ? requested : omp_get_max_threads(); }
 
 // A 64-byte aligned array of n elements, freed with its owner. Left uninitialised: the kernels
 // read no element they have not written (padding columns are never packed).
@@ -218,11 +216,8 @@ void coupling_mlp_fwd(const pyr_additive_coupling_mlp_params* p, const Positions
       for (int l = 0; l < L; ++l) {
         const int64_t n_in = p->widths[l], n_out = p->widths[l + 1];
         const bool last = l + 1 == L;
-        Gemm<T> g{n_out, mb, n_in,
-                  static_cast<const T*>(p->weight[l]), n_in, 1,
-                  h_in, ld,
-                  h_out, ld,
-                  static_cast<const T*>(p->bias[l]), !last};
+        Gemm<T> g{n_out, mb,    n_in, static_cast<const T*>(p->weight[l]), n_in, 1, h_in,
+                  ld,    h_out, ld,   static_cast<const T*>(p->bias[l]),   !last};
         gemm(g, scratch);
         if (save && !last)
           transpose(h_out, ld, n_out, mb, static_cast<T*>(p->hidden[l]) + r0 * n_out);
@@ -260,9 +255,12 @@ struct Tiled {
     while ((g.m + tm - 1) / tm * ((g.n + tn - 1) / tn) < 4 * threads) {
       const bool more_n = tn > 32 && tn / 2 < g.n;
       const bool more_m = tm > 24 && tm / 2 < g.m;
-      if (more_n && (split_n || !more_m)) tn /= 2;
-      else if (more_m) tm /= 2;
-      else break;
+      if (more_n && (split_n || !more_m))
+        tn /= 2;
+      else if (more_m)
+        tm /= 2;
+      else
+        break;
     }
     tiles_m = (g.m + tm - 1) / tm;
     tiles_n = (g.n + tn - 1) / tn;
@@ -316,8 +314,7 @@ void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Posit
 
   // G and G_prev, H_0 = x_a (batch, dim_a), and the GEMM scratch of each thread.
   const int64_t g_size = round_up(B * ldg, kNR<T>), xa_size = round_up(B * lda, kNR<T>);
-  Buffer<T> work_buf(
-      static_cast<size_t>(2 * g_size + xa_size + threads * gemm_scratch_size<T>()));
+  Buffer<T> work_buf(static_cast<size_t>(2 * g_size + xa_size + threads * gemm_scratch_size<T>()));
   T* g_buf = work_buf.get();
   T* xa = g_buf + 2 * g_size;
   T* scratch_buf = xa + xa_size;
@@ -351,15 +348,17 @@ void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Posit
       column_sums(g, ldg, B, n_out, static_cast<T*>(p->dbias[l]));
 
       // dW = G^T H and G_prev = G W read only G, so their tiles share one loop.
-      const Tiled<T> dw(Gemm<T>{n_out, n_in, B, g, 1, ldg, h, ldh,
-                                static_cast<T*>(p->dweight[l]), n_in, nullptr, false},
+      const Tiled<T> dw(Gemm<T>{n_out, n_in, B, g, 1, ldg, h, ldh, static_cast<T*>(p->dweight[l]),
+                                n_in, nullptr, false},
                         threads, true, nullptr, 0);
       const Tiled<T> gp(Gemm<T>{B, n_in, n_out, g, ldg, 1, w, n_in, g_prev, ldg, nullptr, false},
                         threads, false, l > 0 ? h : nullptr, ldh);
 #pragma omp for schedule(dynamic)
       for (int64_t t = 0; t < dw.count() + gp.count(); ++t) {
-        if (t < dw.count()) dw.run(t, scratch);
-        else gp.run(t - dw.count(), scratch);
+        if (t < dw.count())
+          dw.run(t, scratch);
+        else
+          gp.run(t - dw.count(), scratch);
       }
       std::swap(g, g_prev);
     }
@@ -382,8 +381,10 @@ void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Posit
 template <typename F32, typename F64>
 pyr_status dispatch(int32_t dtype, F32 f32, F64 f64) {
   try {
-    if (dtype == PYR_FLOAT32) f32();
-    else f64();
+    if (dtype == PYR_FLOAT32)
+      f32();
+    else
+      f64();
     return PYR_SUCCESS;
   } catch (const std::bad_alloc&) {
     return PYR_ERROR_OUT_OF_MEMORY;

@@ -73,9 +73,8 @@ struct Gemm {
 // One MR x NR tile of C over kc steps of k, b a packed panel (NR columns, zero-padded past the
 // matrix). Only the first n_valid columns of C are touched.
 template <typename T, int MR>
-inline void micro_kernel(int64_t kc, const T* a, int64_t sam, int64_t sak, const T* b,
-                         int64_t ldb, T* c, int64_t ldc, int n_valid, Init init, const T* bias,
-                         bool relu) {
+inline void micro_kernel(int64_t kc, const T* a, int64_t sam, int64_t sak, const T* b, int64_t ldb,
+                         T* c, int64_t ldc, int n_valid, Init init, const T* bias, bool relu) {
   typedef typename Vec<T>::type V;
   constexpr int L = kLanes<T>;
   constexpr int NR = kNR<T>;
@@ -130,16 +129,27 @@ inline void micro_kernel(int64_t kc, const T* a, int64_t sam, int64_t sak, const
 
 // The rows left over by MR get a kernel of their own height instead of a scalar loop.
 template <typename T>
-inline void micro_kernel_rows(int mr, int64_t kc, const T* a, int64_t sam, int64_t sak,
-                              const T* b, int64_t ldb, T* c, int64_t ldc, int n_valid, Init init,
-                              const T* bias, bool relu) {
+inline void micro_kernel_rows(int mr, int64_t kc, const T* a, int64_t sam, int64_t sak, const T* b,
+                              int64_t ldb, T* c, int64_t ldc, int n_valid, Init init, const T* bias,
+                              bool relu) {
   switch (mr) {
-    case 6: micro_kernel<T, 6>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
-    case 5: micro_kernel<T, 5>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
-    case 4: micro_kernel<T, 4>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
-    case 3: micro_kernel<T, 3>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
-    case 2: micro_kernel<T, 2>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu); break;
-    default: micro_kernel<T, 1>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
+    case 6:
+      micro_kernel<T, 6>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
+      break;
+    case 5:
+      micro_kernel<T, 5>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
+      break;
+    case 4:
+      micro_kernel<T, 4>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
+      break;
+    case 3:
+      micro_kernel<T, 3>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
+      break;
+    case 2:
+      micro_kernel<T, 2>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
+      break;
+    default:
+      micro_kernel<T, 1>(kc, a, sam, sak, b, ldb, c, ldc, n_valid, init, bias, relu);
   }
 }
 
@@ -172,8 +182,7 @@ constexpr int64_t gemm_scratch_size() {
 
 // One mc x kc block of A times the kc x n block of B below it, into C's rows m0 .. m0 + mc.
 template <typename T>
-inline void gemm_block(const Gemm<T>& g, int64_t m0, int64_t mc, int64_t k0, int64_t kc,
-                       T* panel) {
+inline void gemm_block(const Gemm<T>& g, int64_t m0, int64_t mc, int64_t k0, int64_t kc, T* panel) {
   constexpr int NR = kNR<T>;
   const Init init = k0 > 0 ? Init::kLoad : (g.bias ? Init::kBias : Init::kZero);
   const bool relu = g.relu && k0 + kc == g.k;

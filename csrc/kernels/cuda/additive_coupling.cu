@@ -1,11 +1,10 @@
 // Additive coupling on CUDA GPUs: the shift-only coupling, and the coupling layer fused with its
 // MLP coupling network, forward and backward. Semantics are those of cpu/additive_coupling.cpp.
 #include <cuda_runtime.h>
-
 #include <stdint.h>
 
-#include "pyreversible/kernels.h"
 #include "coupling_common.cuh"
+#include "pyreversible/kernels.h"
 
 namespace {
 
@@ -149,8 +148,7 @@ struct MlpFwdArgs {
 // The explicit minimum of one block per multiprocessor lifts the 64-register cap ptxas chose
 // by itself for this kernel on sm_80, under which it spilled.
 template <typename T, int ROWS>
-__global__ void __launch_bounds__(ROWS * 8, 1)
-    additive_coupling_mlp_fwd_kernel(MlpFwdArgs<T> a) {
+__global__ void __launch_bounds__(ROWS * 8, 1) additive_coupling_mlp_fwd_kernel(MlpFwdArgs<T> a) {
   using Acc = typename AccOf<T>::type;
   constexpr int kThreads = ROWS * 8;
   __shared__ RowTile<Acc, ROWS> s;
@@ -249,8 +247,7 @@ struct MlpBwdArgs {
 // h_{l-1} > 0, layer by layer down to g_0, which is added to dy_a to give dx_a. dx may alias
 // dy: every element of dx is written by the thread that last read it from dy.
 template <typename T, int ROWS>
-__global__ void __launch_bounds__(ROWS * 8)
-    additive_coupling_mlp_bwd_kernel_rows(MlpBwdArgs<T> a) {
+__global__ void __launch_bounds__(ROWS * 8) additive_coupling_mlp_bwd_kernel_rows(MlpBwdArgs<T> a) {
   using Acc = typename AccOf<T>::type;
   constexpr int kThreads = ROWS * 8;
   __shared__ RowTile<Acc, ROWS> s;
@@ -544,8 +541,8 @@ pyr_status run_mlp_fwd(const pyr_additive_coupling_mlp_params* p) {
     a.act[l] = nullptr;
     if (l + 1 < p->num_layers) {
       // Without hidden outputs, layer l writes buffer l % 2 while it reads buffer (l + 1) % 2.
-      a.act[l] = p->hidden[0] ? static_cast<T*>(p->hidden[l])
-                              : scratch + (l % 2) * p->batch * max_width;
+      a.act[l] =
+          p->hidden[0] ? static_cast<T*>(p->hidden[l]) : scratch + (l % 2) * p->batch * max_width;
     }
   }
   a.x = static_cast<const T*>(p->x);
@@ -623,11 +620,16 @@ pyr_status run_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p) {
 template <template <typename> class Fn, typename Params>
 pyr_status dispatch(const Params* p) {
   switch (p->dtype) {
-    case PYR_FLOAT32: return Fn<float>::run(p);
-    case PYR_FLOAT64: return Fn<double>::run(p);
-    case PYR_FLOAT16: return Fn<__half>::run(p);
-    case PYR_BFLOAT16: return Fn<__nv_bfloat16>::run(p);
-    default: return PYR_ERROR_UNSUPPORTED_DTYPE;
+    case PYR_FLOAT32:
+      return Fn<float>::run(p);
+    case PYR_FLOAT64:
+      return Fn<double>::run(p);
+    case PYR_FLOAT16:
+      return Fn<__half>::run(p);
+    case PYR_BFLOAT16:
+      return Fn<__nv_bfloat16>::run(p);
+    default:
+      return PYR_ERROR_UNSUPPORTED_DTYPE;
   }
 }
 
@@ -643,9 +645,7 @@ struct MlpFwdFn {
 
 template <typename T>
 struct MlpBwdFn {
-  static pyr_status run(const pyr_additive_coupling_mlp_bwd_params* p) {
-    return run_mlp_bwd<T>(p);
-  }
+  static pyr_status run(const pyr_additive_coupling_mlp_bwd_params* p) { return run_mlp_bwd<T>(p); }
 };
 
 pyr_status check_fwd(const pyr_additive_coupling_params* p) {
@@ -740,7 +740,7 @@ extern "C" pyr_status pyr_additive_coupling_fwd_cuda(const pyr_additive_coupling
   return dispatch<FwdFn>(p);
 }
 
-extern "C" size_t pyr_additive_coupling_mlp_fwd_workspace_bytes(
+extern "C" size_t pyr_additive_coupling_mlp_fwd_cuda_workspace_bytes(
     const pyr_additive_coupling_mlp_params* p) {
   return mlp_fwd_workspace(p);
 }
@@ -752,7 +752,7 @@ extern "C" pyr_status pyr_additive_coupling_mlp_fwd_cuda(
   return dispatch<MlpFwdFn>(p);
 }
 
-extern "C" size_t pyr_additive_coupling_mlp_bwd_workspace_bytes(
+extern "C" size_t pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes(
     const pyr_additive_coupling_mlp_bwd_params* p) {
   return mlp_bwd_workspace(p);
 }

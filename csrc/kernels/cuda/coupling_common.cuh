@@ -4,7 +4,6 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
-
 #include <stdint.h>
 
 #include "pyreversible/kernels.h"
@@ -57,8 +56,7 @@ __host__ __device__ __forceinline__ int64_t min64(int64_t a, int64_t b) { return
 
 // The position of feature j of part a (part = 0) or b (part = 1): the same formula as
 // pyr_partition_position in pyreversible/kernels.h, which is a host-only inline function.
-__device__ __forceinline__ int64_t partition_position(const pyr_partition& p, int64_t j,
-                                                      int part) {
+__device__ __forceinline__ int64_t partition_position(const pyr_partition& p, int64_t j, int part) {
   if (p.kind == PYR_PARTITION_SPLIT) return (part ? p.offset_b : p.offset_a) + j;
   const int64_t row = j / p.row_pairs;
   const int64_t k = j - row * p.row_pairs;
@@ -68,8 +66,8 @@ __device__ __forceinline__ int64_t partition_position(const pyr_partition& p, in
 
 // The inverse map: the part and feature index of position k. Exact for a partition that is a
 // bijection onto the row's positions, which the host checks before any launch.
-__device__ __forceinline__ void feature_of_position(const pyr_partition& p, int64_t k,
-                                                    int* part, int64_t* j) {
+__device__ __forceinline__ void feature_of_position(const pyr_partition& p, int64_t k, int* part,
+                                                    int64_t* j) {
   if (p.kind == PYR_PARTITION_SPLIT) {
     const bool in_b = k >= p.offset_b && k < p.offset_b + p.dim_b;
     *part = in_b ? 1 : 0;

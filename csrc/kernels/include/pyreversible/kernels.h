@@ -54,7 +54,8 @@ const char* pyr_status_string(pyr_status status);
  * pyr_partition_position(p, j, 1). Rows are addressed through (B, D) strides, so a (B, C, H, W)
  * tensor is presented as its (B, C*H*W) view.
  *
- *   PYR_PARTITION_SPLIT:      a-feature j at offset_a + j, b-feature j at offset_b + j
+ *   PYR_PARTITION_SPLIT:      a-feature j at offset_a + j, b-feature j at offset_b + j, the
+ *                             two ranges disjoint and inside the row
  *                             (the "half" partition of a vector, "channel" of an image).
  *   PYR_PARTITION_INTERLEAVE: rows of 2 * row_pairs positions, `height` rows per channel;
  *                             position k of a row belongs to part a when
@@ -105,7 +106,7 @@ typedef struct pyr_additive_coupling_params {
   int64_t stride_shift_b, stride_shift_d;
   void* y;
   int64_t stride_y_b, stride_y_d;
-  int32_t num_threads; /* CPU: 0 means the runtime's default */
+  int32_t num_threads; /* CPU: threads to use; 0 means the OpenMP runtime's default */
   void* stream;        /* CUDA: a cudaStream_t, NULL for the default stream */
 } pyr_additive_coupling_params;
 
@@ -138,7 +139,7 @@ typedef struct pyr_additive_coupling_mlp_params {
   int64_t stride_x_b, stride_x_d;
   void* y;
   int64_t stride_y_b, stride_y_d;
-  void* workspace;        /* CUDA: pyr_additive_coupling_mlp_fwd_workspace_bytes() bytes */
+  void* workspace; /* CUDA: pyr_additive_coupling_mlp_fwd_cuda_workspace_bytes() bytes */
   size_t workspace_bytes;
   int32_t num_threads;
   void* stream;
@@ -146,14 +147,17 @@ typedef struct pyr_additive_coupling_mlp_params {
 
 pyr_status pyr_additive_coupling_mlp_fwd_cpu(const pyr_additive_coupling_mlp_params* p);
 pyr_status pyr_additive_coupling_mlp_fwd_cuda(const pyr_additive_coupling_mlp_params* p);
-size_t pyr_additive_coupling_mlp_fwd_workspace_bytes(const pyr_additive_coupling_mlp_params* p);
+/* Bytes of workspace the CUDA forward needs for these params (0 when hidden[] is given). */
+size_t pyr_additive_coupling_mlp_fwd_cuda_workspace_bytes(
+    const pyr_additive_coupling_mlp_params* p);
 
 /*
  * Backward of the fused layer. Given dy = dL/dy (or dL/dx for the inverse, sign -1), the
  * conditioning features (read from `cond`, which is x or y: their a-parts are equal) and the
  * hidden activations saved by the forward:
  *   g_L = sign * dy_b,  dW_l = g_l^T h_{l-1},  db_l = sum over rows of g_l,
- *   g_{l-1} = (g_l W_l) * [h_{l-1} > 0],  dx = dy,  dx_a += g_0.
+ *   g_{l-1} = (g_l W_l) * [not h_{l-1} <= 0],  dx = dy,  dx_a += g_0.
+ * The ReLU mask is torch's: zero where h <= 0, so a NaN activation passes its gradient on.
  * dx: (batch, D) with strides; dweight[l], dbias[l] contiguous like weight[l], bias[l]. All
  * outputs are overwritten, not accumulated into. dx may alias dy (it is then updated in place).
  */
@@ -175,7 +179,7 @@ typedef struct pyr_additive_coupling_mlp_bwd_params {
   int64_t stride_dx_b, stride_dx_d;
   void* dweight[PYR_MAX_LAYERS];
   void* dbias[PYR_MAX_LAYERS];
-  void* workspace; /* CUDA: pyr_additive_coupling_mlp_bwd_workspace_bytes() bytes */
+  void* workspace; /* CUDA: pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes() bytes */
   size_t workspace_bytes;
   int32_t num_threads;
   void* stream;
@@ -183,7 +187,9 @@ typedef struct pyr_additive_coupling_mlp_bwd_params {
 
 pyr_status pyr_additive_coupling_mlp_bwd_cpu(const pyr_additive_coupling_mlp_bwd_params* p);
 pyr_status pyr_additive_coupling_mlp_bwd_cuda(const pyr_additive_coupling_mlp_bwd_params* p);
-size_t pyr_additive_coupling_mlp_bwd_workspace_bytes(const pyr_additive_coupling_mlp_bwd_params* p);
+/* Bytes of workspace the CUDA backward needs for these params. */
+size_t pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes(
+    const pyr_additive_coupling_mlp_bwd_params* p);
 
 #ifdef __cplusplus
 }
