@@ -36,8 +36,11 @@ def test_named_backend_that_cannot_run_says_how_to_fix_it():
     if torch.cuda.is_available():
         pytest.skip("asks for CUDA kernels where there is no GPU; a CPU machine checks this")
     for name in ("cpp", "triton"):
-        with pyreversible.use_backend(name), pytest.raises(
-            pyreversible.BackendUnavailableError, match=f"backend '{name}' cannot run: no CUDA"
+        with (
+            pyreversible.use_backend(name),
+            pytest.raises(
+                pyreversible.BackendUnavailableError, match=f"backend '{name}' cannot run: no CUDA"
+            ),
         ):
             _backend.resolve("additive_coupling", torch.device("cuda"), torch.float32)
     assert pyreversible.available_backends("cuda") == ["reference"]

@@ -29,6 +29,14 @@ class CouplingMLP(nn.Module):
     def biases(self):
         return [layer.bias for layer in self.layers]
 
+    def parameters_by_kind(self):
+        """(weights, biases), each a list in layer order, read in one pass over the layers."""
+        weights, biases = [], []
+        for layer in self.layers:
+            weights.append(layer.weight)
+            biases.append(layer.bias)
+        return weights, biases
+
     def forward(self, x_a):
         return mlp(x_a.flatten(1), self.weights, self.biases)
 
@@ -115,8 +123,9 @@ class AdditiveCoupling(nn.Module):
     def _couple(self, x, reverse):
         net = self.coupling_net
         if isinstance(net, CouplingMLP):
+            weights, biases = net.parameters_by_kind()
             return ops.additive_coupling_mlp(
-                x, net.weights, net.biases, self.partition, self.parity, reverse
+                x, weights, biases, self.partition, self.parity, reverse
             )
         return ops.additive_coupling(x, net, self.partition, self.parity, reverse)
 

@@ -77,7 +77,7 @@ class AdditiveCouplingFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy):
         _, shape, _, partition_args, sign = ctx.config
-        _, dy_b = partition_split(dy.view(shape), *partition_args)
+        _, dy_b = partition_split(dy.reshape(shape), *partition_args)
         dshift = dy_b.reshape(dy.shape[0], -1)
         return dy, dshift if sign == 1 else -dshift, None
 
@@ -90,9 +90,8 @@ class AdditiveCouplingMLPFunction(torch.autograd.Function):
         backend, layout, sign = config
         num_layers = len(params) // 2
         weights, biases = params[:num_layers], params[num_layers:]
-        save_hidden = any(ctx.needs_input_grad)
         y, hidden = _kernels(backend).additive_coupling_mlp_fwd(
-            x, weights, biases, layout, sign, save_hidden
+            x, weights, biases, layout, sign, True
         )
         ctx.config = config
         ctx.num_layers = num_layers
@@ -174,9 +173,17 @@ def additive_coupling_mlp(x, weights, biases, partition="half", parity=0, revers
     backend = _backend.resolve(op, x.device, x.dtype)
     if backend == "reference":
         return reference_additive_coupling_mlp(x, weights, biases, partition, parity, reverse)
-    params = [w.contiguous() for w in weights] + [b.contiguous() for b in biases]
-    config = (backend, layout, _SIGN[bool(reverse)])
-    y = AdditiveCouplingMLPFunction.apply(_rows(x), config, *params)
+    weights = [w.contiguous() for w in weights]
+    biases = [b.contiguous() for b in biases]
+    params = weights + biases
+    sign = _SIGN[bool(reverse)]
+    if torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in params)):
+        y = AdditiveCouplingMLPFunction.apply(_rows(x), (backend, layout, sign), *params)
+    else:
+        # inference (an inverse, sampling): no autograd node, no hidden activations kept
+        y, _ = _kernels(backend).additive_coupling_mlp_fwd(
+            _rows(x), weights, biases, layout, sign, False
+        )
     return y.view(x.shape)
 
 
