@@ -32,7 +32,9 @@ def _sources(pattern):
 
 def _extension():
     sources = (
-        _sources("csrc/kernels/*.cpp") + _sources("csrc/kernels/cpu/*.cpp") + _sources("csrc/torch/*.cpp")
+        _sources("csrc/kernels/*.cpp")
+        + _sources("csrc/kernels/cpu/*.cpp")
+        + _sources("csrc/torch/*.cpp")
     )
     # -march=native: the package is built from source on the machine that runs it, and the
     # kernels' inner loops are written for the compiler to vectorise to the widest unit there.
