@@ -183,6 +183,27 @@ def test_opcheck(backend, groups):
     torch.library.opcheck(bwd, (dy, x, weight, 3, groups, [False, True, False]), test_utils=utils)
 
 
+@pytest.mark.parametrize("backend", CONV_BACKENDS)
+@pytest.mark.parametrize("groups", [1, 2, 4], ids=["dense", "grouped", "depthwise"])
+@pytest.mark.parametrize("where", ["weight", "x", "dy"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_values_propagate_as_in_the_reference(backend, groups, where, value):
+    # the padding's zeros meet a weight, and taps reach past either end of the sequence: the
+    # kernels must make NaN exactly where the reference does, no more and no fewer
+    x = torch.randn(2, 4, 20, dtype=torch.float64, device=DEVICE)
+    weight, b = conv_params(4, 4, 3, groups, True, torch.float64)
+    cotangent = torch.randn(2, 4, 20, dtype=torch.float64, device=DEVICE)
+    {"weight": weight, "x": x, "dy": cotangent}[where].view(-1)[5] = value
+    results = []
+    for run in (backend, "reference"):
+        inputs = [t.clone().requires_grad_() for t in (x, weight, b)]
+        with pyreversible.use_backend(run):
+            y = ops.causal_conv1d(*inputs, 5, groups)
+        results.append([y, *torch.autograd.grad(y, inputs, cotangent)])
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-10, rtol=1e-9, equal_nan=True)
+
+
 class Stack(nn.Module):
     # a small WaveNet-like stack: dense, depthwise and grouped causal convolutions with tanh
     def __init__(self):

@@ -18,6 +18,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <new>
@@ -190,11 +191,19 @@ void conv_fwd(const pyr_causal_conv1d_params* p) {
 constexpr int64_t kChunk = 2048;
 
 // acc[n] += w * src[(start + n) * st] for the n in [0, nt) whose time start + n is inside
-// [0, length): one tap of a depthwise convolution over a chunk.
+// [0, length): one tap of a depthwise convolution over a chunk. With `padding`, the other n get
+// w * 0, as the zeros of a padded input would give them: a NaN or infinite w then propagates
+// as it does in the reference (the forward); without, they get nothing (dx, whose taps read
+// past the end of dy, which the reference never pads).
 template <typename T>
-void axpy_tap(T w, const T* src, int64_t st, int64_t start, int64_t nt, int64_t length, T* acc) {
+void axpy_tap(T w, const T* src, int64_t st, int64_t start, int64_t nt, int64_t length,
+              bool padding, T* acc) {
   const int64_t lo = std::min(nt, std::max<int64_t>(0, -start));
   const int64_t hi = std::max(lo, std::min(nt, length - start));
+  if (padding) {
+    for (int64_t n = 0; n < lo; ++n) acc[n] += w * T(0);
+    for (int64_t n = hi; n < nt; ++n) acc[n] += w * T(0);
+  }
   if (st == 1) {
     const T* in = src + start;
     for (int64_t n = lo; n < hi; ++n) acc[n] += w * in[n];
@@ -246,7 +255,7 @@ void depthwise_fwd(const pyr_causal_conv1d_params* p) {
         const int64_t nt = std::min(kChunk, s.length - t0);
         std::fill(acc, acc + nt, bias ? bias[c] : T(0));
         for (int64_t k = 0; k < s.taps; ++k)
-          axpy_tap(w[c * s.taps + k], xr, p->stride_x_t, t0 - s.shift(k), nt, s.length, acc);
+          axpy_tap(w[c * s.taps + k], xr, p->stride_x_t, t0 - s.shift(k), nt, s.length, true, acc);
         for (int64_t n = 0; n < nt; ++n) yr[(t0 + n) * p->stride_y_t] = acc[n];
       }
     }
@@ -279,7 +288,7 @@ void depthwise_bwd(const pyr_causal_conv1d_bwd_params* p) {
           const int64_t nt = std::min(kChunk, s.length - t0);
           std::fill(acc, acc + nt, T(0));
           for (int64_t k = 0; k < s.taps; ++k)
-            axpy_tap(w[c * s.taps + k], dyr, sdt, t0 + s.shift(k), nt, s.length, acc);
+            axpy_tap(w[c * s.taps + k], dyr, sdt, t0 + s.shift(k), nt, s.length, false, acc);
           for (int64_t n = 0; n < nt; ++n) dxr[(t0 + n) * p->stride_dx_t] = acc[n];
         }
       }
@@ -292,10 +301,14 @@ void depthwise_bwd(const pyr_causal_conv1d_bwd_params* p) {
         for (int64_t k = 0; k < s.taps && dw; ++k) {
           const int64_t shift = s.shift(k);
           T sum = 0;
-          for (int64_t b = 0; b < s.batch && shift < s.length; ++b) {
+          const int64_t valid = std::max<int64_t>(0, s.length - shift);
+          for (int64_t b = 0; b < s.batch; ++b) {
             const T* dyr = dy + b * p->stride_dy_b + c * p->stride_dy_c;
             const T* xr = x + b * p->stride_x_b + c * p->stride_x_c;
-            sum += dot(dyr + shift * sdt, sdt, xr, sxt, s.length - shift);
+            if (valid > 0) sum += dot(dyr + shift * sdt, sdt, xr, sxt, valid);
+            // the padding's zeros times dy, so that a NaN or infinite dy propagates as in the
+            // reference
+            for (int64_t t = 0; t < s.length - valid; ++t) sum += dyr[t * sdt] * T(0);
           }
           dw[c * s.taps + k] = sum;
         }
@@ -342,6 +355,10 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
           w_t[(g * s.ci + i) * rows_dy + o * s.taps + k] =
               w[((g * s.co + o) * s.ci + i) * s.taps + k];
 
+  bool finite_weight = true;
+  for (int64_t j = 0; j < weight_size && dx; ++j)
+    finite_weight = finite_weight && std::isfinite(w[j]);
+
   // per thread: the gathered taps of dy (dx) and of x (dW), dy's tile transposed (dW), a dx
   // tile when dx's time steps are not contiguous, the product of one tile (dW), the GEMM
   // scratch, and the partial sums of dW and db.
@@ -381,6 +398,20 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
         const T* w_g = w_t.data() + g * s.ci * rows_dy;
         Gemm<T> gm{s.ci, nt, rows_dy, w_g, rows_dy, 1, taps_dy, ld, c, ldc, nullptr, false};
         gemm(gm, scratch);
+        // the GEMM gives the taps that read past the end of dy w * 0; the reference has no such
+        // terms (it pads only the past), so with a NaN or infinite weight the steps they reach
+        // are recomputed without them.
+        if (!finite_weight) {
+          const int64_t first = std::max<int64_t>(0, s.length - s.shift(0) - t0);
+          for (int64_t i = 0; i < s.ci; ++i)
+            for (int64_t n = first; n < nt; ++n) {
+              T sum = 0;
+              for (int64_t r = 0; r < rows_dy; ++r)
+                if (t0 + n + s.shift(r % s.taps) < s.length)
+                  sum += w_g[i * rows_dy + r] * taps_dy[r * ld + n];
+              c[i * ldc + n] = sum;
+            }
+        }
         if (!direct) scatter_tile(out, ld, s.ci, nt, dxt, p->stride_dx_c, p->stride_dx_t);
       }
 
