@@ -139,17 +139,31 @@ _DTYPES = {
 }
 
 
-def resolve(op, device, dtype):
+def _implements(backends, name, device_type):
+    # whether an op with kernels `backends` (see resolve) has `name` on `device_type`
+    return name == "reference" or backends is None or name in backends.get(device_type, ())
+
+
+def resolve(op, device, dtype, backends=None):
     """The concrete backend ('reference', 'cpp' or 'triton') that runs `op` on `device`.
 
-    A backend chosen by name that cannot run raises BackendUnavailableError, or TypeError when
-    its kernels do not take `dtype`; `auto` skips those and logs its choice once per op, device
-    type and dtype.
+    `backends` says which compiled backends `op` has, per device type, for an op that does not
+    have them all yet: e.g. {"cpu": ("cpp",)} for C++ CPU kernels only. None (the default)
+    means every backend on every device; `reference` is always there.
+
+    A backend chosen by name that cannot run, or that `op` does not have, raises
+    BackendUnavailableError, or TypeError when its kernels do not take `dtype`; `auto` skips
+    those and logs its choice once per op, device type and dtype.
     """
     name = _state["backend"]
     device_type = device.type
     if name != "auto":
         reason = unavailable_reason(name, device_type)
+        if reason is None and not _implements(backends, name, device_type):
+            reason = (
+                f"{op} has no {name} kernels for {device_type} yet; use backend 'reference' "
+                "(or 'auto', which picks what the op has)"
+            )
         if reason is not None:
             raise BackendUnavailableError(f"{op}: backend {name!r} cannot run: {reason}")
         dtypes = _DTYPES.get((name, device_type))
@@ -165,6 +179,7 @@ def resolve(op, device, dtype):
         b
         for b in order
         if unavailable_reason(b, device_type) is None
+        and _implements(backends, b, device_type)
         and dtype in _DTYPES.get((b, device_type), (dtype,))
     )
     key = (op, device_type, dtype)

@@ -8,11 +8,13 @@ from pyreversible.reference.additive_coupling import (
     partition_merge,
     partition_split,
 )
+from pyreversible.reference.causal_conv1d import causal_conv1d
 
 __all__ = [
     "PARTITIONS",
     "additive_coupling",
     "additive_coupling_mlp",
+    "causal_conv1d",
     "mlp",
     "partition_merge",
     "partition_split",

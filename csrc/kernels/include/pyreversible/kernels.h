@@ -191,6 +191,77 @@ pyr_status pyr_additive_coupling_mlp_bwd_cuda(const pyr_additive_coupling_mlp_bw
 size_t pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes(
     const pyr_additive_coupling_mlp_bwd_params* p);
 
+/*
+ * Causal dilated 1-D convolution (WaveNet), nn.Conv1d on the input left-padded by (K - 1) * d,
+ * without the padded copy:
+ *   y[b, o, t] = bias[o] + sum_{i in o's group} sum_k W[o, i, k] * x[b, i, t - (K - 1 - k) * d],
+ * with x = 0 before t = 0. Channels are split into `groups` groups; output channel o reads the
+ * in_channels / groups input channels of its group (groups = in_channels = out_channels is the
+ * depthwise convolution).
+ * x: (batch, in_channels, length) with strides; y: (batch, out_channels, length) with strides,
+ * not aliasing x; weight: (out_channels, in_channels / groups, kernel_size) contiguous
+ * (nn.Conv1d's layout); bias: (out_channels,) contiguous, or NULL for none.
+ * Returns PYR_ERROR_NULL_POINTER for a missing x, weight or y, PYR_ERROR_INVALID_SIZE for a size
+ * below 1 or one too large to index, PYR_ERROR_INVALID_ARGUMENT for a dilation below 1 or groups
+ * that do not divide both channel counts, PYR_ERROR_INVALID_STRIDE for a negative stride and
+ * PYR_ERROR_UNSUPPORTED_DTYPE for a dtype other than float32 and float64 (CPU).
+ */
+typedef struct pyr_causal_conv1d_params {
+  int32_t dtype; /* pyr_dtype */
+  int64_t batch;
+  int64_t in_channels;
+  int64_t out_channels;
+  int64_t length;      /* T, time steps */
+  int64_t kernel_size; /* K, taps */
+  int64_t dilation;    /* d, time steps between taps */
+  int64_t groups;
+  const void* x;
+  int64_t stride_x_b, stride_x_c, stride_x_t;
+  const void* weight;
+  const void* bias;
+  void* y;
+  int64_t stride_y_b, stride_y_c, stride_y_t;
+  int32_t num_threads; /* CPU: threads to use; 0 means the OpenMP runtime's default */
+  void* stream;        /* CUDA: a cudaStream_t, NULL for the default stream */
+} pyr_causal_conv1d_params;
+
+pyr_status pyr_causal_conv1d_fwd_cpu(const pyr_causal_conv1d_params* p);
+
+/*
+ * Backward of the causal convolution. Given dy = dL/dy (batch, out_channels, length):
+ *   dx[b, i, t] = sum_{o in i's group} sum_k W[o, i, k] * dy[b, o, t + (K - 1 - k) * d]
+ *                 (dy = 0 from t = length on),
+ *   dW[o, i, k] = sum_b sum_t dy[b, o, t] * x[b, i, t - (K - 1 - k) * d],
+ *   db[o]       = sum_b sum_t dy[b, o, t].
+ * dx: like x, with strides; dweight, dbias: contiguous like weight and bias. Each of dx,
+ * dweight and dbias may be NULL, and is then not computed; the others are overwritten, not
+ * accumulated into. x is needed (non-NULL) only when dweight is asked for. Status codes as for
+ * the forward.
+ */
+typedef struct pyr_causal_conv1d_bwd_params {
+  int32_t dtype;
+  int64_t batch;
+  int64_t in_channels;
+  int64_t out_channels;
+  int64_t length;
+  int64_t kernel_size;
+  int64_t dilation;
+  int64_t groups;
+  const void* x;
+  int64_t stride_x_b, stride_x_c, stride_x_t;
+  const void* weight;
+  const void* dy;
+  int64_t stride_dy_b, stride_dy_c, stride_dy_t;
+  void* dx;
+  int64_t stride_dx_b, stride_dx_c, stride_dx_t;
+  void* dweight;
+  void* dbias;
+  int32_t num_threads;
+  void* stream;
+} pyr_causal_conv1d_bwd_params;
+
+pyr_status pyr_causal_conv1d_bwd_cpu(const pyr_causal_conv1d_bwd_params* p);
+
 #ifdef __cplusplus
 }
 #endif
