@@ -8,10 +8,12 @@
 // as it lies (nn.Linear's layout) and A in contiguous rows, so the weights are neither packed nor
 // transposed per call, and the bias becomes a per-row start value of the GEMM tile.
 //
-// The backward works on the whole batch, one layer at a time, with the gradient G kept
-// (batch, width) like the saved activations H: dW = G^T H (G^T read through strides) and
-// G_prev = G W. Both products of a layer read only G, so their tiles form one parallel loop;
-// layers are separated by a barrier.
+// The backward keeps the gradient G (rows, width) like the saved activations H: dW = G^T H
+// (G^T read through strides) and G_prev = G W. When a copy of the weight gradients per thread is
+// small, each thread takes a slice of the rows through every layer, in blocks like the forward's,
+// and the threads' gradients are added once at the end. Otherwise it works on the whole batch,
+// one layer at a time: both products of a layer read only G, so their tiles form one parallel
+// loop, and layers are separated by a barrier.
 #include <omp.h>
 
 #include <algorithm>
@@ -19,6 +21,10 @@
 #include <cstring>
 #include <new>
 #include <vector>
+
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
 
 #include "cpu/gemm.h"
 #include "pyreversible/kernels.h"
@@ -148,9 +154,10 @@ void coupling_fwd(const pyr_additive_coupling_params* p, const Positions& pos) {
   }
 }
 
-// Rows per block of the fused forward: enough that the weights, read once per block, feed many
-// rows, few enough that the two activation buffers of a block stay near L2 (1 MiB for both
-// measured best on Zen 3, 512 KiB of L2 per core), and at least one block per thread.
+// Rows per block of the fused forward and of the row-sliced backward: enough that the weights,
+// read once per block, feed many rows, few enough that the two activation (or gradient) buffers
+// of a block stay near L2 (1 MiB for both measured best on Zen 3, 512 KiB of L2 per core), and
+// at least one block per thread.
 template <typename T>
 int64_t rows_per_block(int64_t batch, int64_t max_width, int threads) {
   constexpr int64_t kL2Budget = 1024 * 1024;
@@ -161,6 +168,49 @@ int64_t rows_per_block(int64_t batch, int64_t max_width, int threads) {
   return std::min(rows, per_thread);
 }
 
+// The columns of a strip of 16 rows that transpose_strip() moves: none here; the AVX overload
+// below takes the float case.
+template <typename T>
+int64_t transpose_strip(const T*, int64_t, int64_t, T*, int64_t) {
+  return 0;
+}
+
+#if defined(__AVX__)
+// dst (8, ldd) = the transpose of the 8 x 8 floats at src (row length lds), in registers: pairs
+// of rows interleaved, then pairs of pairs, then the 128-bit halves swapped into place.
+inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // r[i + j] holds columns j and j + 4 of rows i .. i + 3, one per 128-bit half.
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * ldd, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+  }
+}
+
+// Transposes the whole 8-column tiles of a strip of 16 rows, two 8 x 8 tiles per step, so that
+// each column written fills 64 bytes of dst; returns how many columns it did.
+inline int64_t transpose_strip(const float* src, int64_t lds, int64_t cols, float* dst,
+                               int64_t ldd) {
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    transpose_8x8(src + c, lds, dst + c * ldd, ldd);
+    transpose_8x8(src + 8 * lds + c, lds, dst + c * ldd + 8, ldd);
+  }
+  return c;
+}
+#endif
+
 // dst (cols, rows) row-major = src (rows, cols) with row length lds: a block of activations
 // back to the (batch, width) layout the backward and the torch layer expect. In strips of 16
 // source rows, so that the lines a strip reads stay in L1 while its columns are written.
@@ -169,7 +219,9 @@ void transpose(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst) {
   constexpr int64_t kStrip = 16;
   for (int64_t i0 = 0; i0 < rows; i0 += kStrip) {
     const int64_t i1 = std::min(rows, i0 + kStrip);
-    for (int64_t c = 0; c < cols; ++c)
+    const int64_t done =
+        i1 - i0 == kStrip ? transpose_strip(src + i0 * lds, lds, cols, dst + i0, rows) : 0;
+    for (int64_t c = done; c < cols; ++c)
       for (int64_t i = i0; i < i1; ++i) dst[c * rows + i] = src[i * lds + c];
   }
 }
@@ -235,12 +287,23 @@ void coupling_mlp_fwd(const pyr_additive_coupling_mlp_params* p, const Positions
   }
 }
 
+// relu's backward, as torch has it: C(i, n) = 0 where mask[i * ldm + n] <= 0, so that a NaN
+// activation passes its gradient on.
+template <typename T>
+void relu_backward(T* c, int64_t ldc, const T* mask, int64_t ldm, int64_t m, int64_t n) {
+  for (int64_t i = 0; i < m; ++i) {
+    const T* mr = mask + i * ldm;
+    T* cr = c + i * ldc;
+    for (int64_t j = 0; j < n; ++j) cr[j] = mr[j] <= T(0) ? T(0) : cr[j];
+  }
+}
+
 // A product C = A B split into tiles of tm rows by tn columns (whole micro-kernel tiles).
 template <typename T>
 struct Tiled {
   Gemm<T> g;
   int64_t tm, tn, tiles_m, tiles_n;
-  // relu's backward after each tile: C(i, n) = 0 where mask[i * ldm + n] <= 0; null when none.
+  // relu's backward after each tile, with mask (m, n) row-major; null when none.
   const T* mask;
   int64_t ldm;
 
@@ -276,13 +339,7 @@ struct Tiled {
     s.b = g.b + n0;
     s.c = g.c + i0 * g.ldc + n0;
     gemm(s, scratch);
-    if (!mask) return;
-    // as torch has it: zero where the activation is <= 0, so a NaN activation passes.
-    for (int64_t i = 0; i < s.m; ++i) {
-      const T* mr = mask + (i0 + i) * ldm + n0;
-      T* cr = s.c + i * g.ldc;
-      for (int64_t n = 0; n < s.n; ++n) cr[n] = mr[n] <= T(0) ? T(0) : cr[n];
-    }
+    if (mask) relu_backward(s.c, g.ldc, mask + i0 * ldm + n0, ldm, s.m, s.n);
   }
 };
 
@@ -301,12 +358,38 @@ void column_sums(const T* g, int64_t ldg, int64_t batch, int64_t n, T* out) {
   }
 }
 
+// Row r of the backward's inputs, gathered: G_L = sign dy_b into g_row, H_0 = x_a into xa_row.
 template <typename T>
-void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Positions& pos) {
+void gather_row(const pyr_additive_coupling_mlp_bwd_params* p, const Positions& pos, int64_t r,
+                T* g_row, T* xa_row) {
+  const T* dyr = static_cast<const T*>(p->dy) + r * p->stride_dy_b;
+  const T* cr = static_cast<const T*>(p->cond) + r * p->stride_cond_b;
+  const T sign = T(p->sign);
+  for (size_t j = 0; j < pos.b.size(); ++j) g_row[j] = sign * dyr[pos.b[j] * p->stride_dy_d];
+  for (size_t j = 0; j < pos.a.size(); ++j) xa_row[j] = cr[pos.a[j] * p->stride_cond_d];
+}
+
+// Row r of dx = dy, plus G_0 at the a positions. Each element is read before it is written, so
+// dx may be dy itself.
+template <typename T>
+void scatter_dx_row(const pyr_additive_coupling_mlp_bwd_params* p, const Positions& pos, int64_t r,
+                    const T* g0_row) {
+  const T* dyr = static_cast<const T*>(p->dy) + r * p->stride_dy_b;
+  T* dxr = static_cast<T*>(p->dx) + r * p->stride_dx_b;
+  for (size_t j = 0; j < pos.b.size(); ++j)
+    dxr[pos.b[j] * p->stride_dx_d] = dyr[pos.b[j] * p->stride_dy_d];
+  for (size_t j = 0; j < pos.a.size(); ++j)
+    dxr[pos.a[j] * p->stride_dx_d] = dyr[pos.a[j] * p->stride_dy_d] + g0_row[j];
+}
+
+// The backward of a network too large for a copy of its gradients per thread: one layer at a
+// time over the whole batch, each product split into tiles over the threads.
+template <typename T>
+void coupling_mlp_bwd_layers(const pyr_additive_coupling_mlp_bwd_params* p, const Positions& pos,
+                             int threads) {
   const int L = p->num_layers;
   const int64_t B = p->batch;
   const int64_t max_width = *std::max_element(p->widths, p->widths + L + 1);
-  const int threads = thread_count(p->num_threads);
   // G and G_prev: (batch, width) row-major, like the saved activations, so that relu's mask
   // is read along the rows it applies to.
   const int64_t ldg = leading_dim<T>(max_width);
@@ -322,22 +405,11 @@ void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Posit
 #pragma omp parallel num_threads(threads)
   {
     T* scratch = scratch_buf + omp_get_thread_num() * gemm_scratch_size<T>();
-    const T* cond = static_cast<const T*>(p->cond);
-    const T* dy = static_cast<const T*>(p->dy);
-    T* dx = static_cast<T*>(p->dx);
-    const T sign = T(p->sign);
     T* g = g_buf;
     T* g_prev = g + g_size;
 
-    // G_L = sign dy_b and H_0 = x_a, gathered once.
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < B; ++r) {
-      const T* dyr = dy + r * p->stride_dy_b;
-      const T* cr = cond + r * p->stride_cond_b;
-      for (size_t j = 0; j < pos.b.size(); ++j)
-        g[r * ldg + j] = sign * dyr[pos.b[j] * p->stride_dy_d];
-      for (size_t j = 0; j < pos.a.size(); ++j) xa[r * lda + j] = cr[pos.a[j] * p->stride_cond_d];
-    }
+    for (int64_t r = 0; r < B; ++r) gather_row(p, pos, r, g + r * ldg, xa + r * lda);
 
     for (int l = L - 1; l >= 0; --l) {
       const int64_t n_in = p->widths[l], n_out = p->widths[l + 1];
@@ -363,18 +435,179 @@ void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Posit
       std::swap(g, g_prev);
     }
 
-    // dx = dy, plus G_0 at the a positions. Each element is read before it is written, so dx
-    // may be dy itself.
 #pragma omp for schedule(static)
-    for (int64_t r = 0; r < B; ++r) {
-      const T* dyr = dy + r * p->stride_dy_b;
-      T* dxr = dx + r * p->stride_dx_b;
-      for (size_t j = 0; j < pos.b.size(); ++j)
-        dxr[pos.b[j] * p->stride_dx_d] = dyr[pos.b[j] * p->stride_dy_d];
-      for (size_t j = 0; j < pos.a.size(); ++j)
-        dxr[pos.a[j] * p->stride_dx_d] = dyr[pos.a[j] * p->stride_dy_d] + g[r * ldg + j];
+    for (int64_t r = 0; r < B; ++r) scatter_dx_row(p, pos, r, g + r * ldg);
+  }
+}
+
+// Where one thread of the row-sliced backward puts its weight and bias gradients: thread 0 into
+// the outputs, the others into partial sums in a workspace, added into the outputs at the end.
+template <typename T>
+struct Gradients {
+  T* dweight[PYR_MAX_LAYERS];
+  T* dbias[PYR_MAX_LAYERS];
+};
+
+// Elements of one thread's partial gradients, each array rounded to whole vectors.
+template <typename T>
+int64_t gradient_size(const pyr_additive_coupling_mlp_bwd_params* p) {
+  int64_t n = 0;
+  for (int l = 0; l < p->num_layers; ++l)
+    n += round_up(p->widths[l + 1] * p->widths[l], kNR<T>) + round_up(p->widths[l + 1], kNR<T>);
+  return n;
+}
+
+// Thread t's gradients; partials holds gradient_size() elements for each thread after the first.
+template <typename T>
+Gradients<T> thread_gradients(const pyr_additive_coupling_mlp_bwd_params* p, int t, T* partials) {
+  Gradients<T> out;
+  if (t == 0) {
+    for (int l = 0; l < p->num_layers; ++l) {
+      out.dweight[l] = static_cast<T*>(p->dweight[l]);
+      out.dbias[l] = static_cast<T*>(p->dbias[l]);
+    }
+    return out;
+  }
+  T* next = partials + (t - 1) * gradient_size<T>(p);
+  for (int l = 0; l < p->num_layers; ++l) {
+    const int64_t n_out = p->widths[l + 1], n_in = p->widths[l];
+    out.dweight[l] = next;
+    next += round_up(n_out * n_in, kNR<T>);
+    out.dbias[l] = next;
+    next += round_up(n_out, kNR<T>);
+  }
+  return out;
+}
+
+// out = (first ? 0 : out) + the column sums of G (rows, n); out, one row long, stays in L1.
+template <typename T>
+void add_column_sums(const T* g, int64_t ldg, int64_t rows, int64_t n, bool first, T* out) {
+  if (first) std::fill(out, out + n, T(0));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < n; ++c) out[c] += g[r * ldg + c];
+}
+
+// The per-thread buffers of the row-sliced backward: G and G_prev (rows, ldg) and
+// H_0 = x_a (rows, widths[0]) of one block of rows, and the GEMM scratch.
+template <typename T>
+struct BlockBuffers {
+  T* g;
+  T* g_prev;
+  int64_t ldg;
+  T* xa;
+  T* scratch;
+};
+
+// Rows r0 .. r0 + mb through every layer, backwards. Their share of the weight and bias
+// gradients overwrites grads when first, and is added to them otherwise; their rows of dx are
+// written.
+template <typename T>
+void bwd_block(const pyr_additive_coupling_mlp_bwd_params* p, const Positions& pos, int64_t r0,
+               int64_t mb, bool first, const Gradients<T>& grads, BlockBuffers<T> buf) {
+  const int64_t ldg = buf.ldg, lda = p->widths[0];
+  for (int64_t r = 0; r < mb; ++r) gather_row(p, pos, r0 + r, buf.g + r * ldg, buf.xa + r * lda);
+
+  for (int l = p->num_layers - 1; l >= 0; --l) {
+    const int64_t n_in = p->widths[l], n_out = p->widths[l + 1];
+    const T* w = static_cast<const T*>(p->weight[l]);
+    const T* h = l > 0 ? static_cast<const T*>(p->hidden[l - 1]) + r0 * n_in : buf.xa;
+    const int64_t ldh = l > 0 ? n_in : lda;
+
+    add_column_sums(buf.g, ldg, mb, n_out, first, grads.dbias[l]);
+    Gemm<T> dw{n_out, n_in, mb, buf.g, 1, ldg, h, ldh, grads.dweight[l], n_in, nullptr, false};
+    dw.accumulate = !first;
+    gemm(dw, buf.scratch);
+    gemm(Gemm<T>{mb, n_in, n_out, buf.g, ldg, 1, w, n_in, buf.g_prev, ldg, nullptr, false},
+         buf.scratch);
+    if (l > 0) relu_backward(buf.g_prev, ldg, h, ldh, mb, n_in);
+    std::swap(buf.g, buf.g_prev);
+  }
+
+  for (int64_t r = 0; r < mb; ++r) scatter_dx_row(p, pos, r0 + r, buf.g + r * ldg);
+}
+
+// out += the partial sums of the threads after the first, each stride elements past the last;
+// split over the threads by chunks of out.
+template <typename T>
+void add_partials(T* out, int64_t n, const T* partials, int64_t stride, int others) {
+  constexpr int64_t kChunk = 1024;
+#pragma omp for schedule(static) nowait
+  for (int64_t e0 = 0; e0 < n; e0 += kChunk) {
+    const int64_t e1 = std::min(n, e0 + kChunk);
+    for (int t = 0; t < others; ++t)
+      for (int64_t e = e0; e < e1; ++e) out[e] += partials[t * stride + e];
+  }
+}
+
+// The outputs += the partial gradients of the threads after the first, split over the threads.
+template <typename T>
+void add_thread_gradients(const pyr_additive_coupling_mlp_bwd_params* p, T* partials, int threads) {
+  const Gradients<T> out = thread_gradients(p, 0, partials);
+  const Gradients<T> second = thread_gradients(p, 1, partials);
+  const int64_t stride = gradient_size<T>(p);
+  for (int l = 0; l < p->num_layers; ++l) {
+    const int64_t n_out = p->widths[l + 1], n_in = p->widths[l];
+    add_partials(out.dweight[l], n_out * n_in, second.dweight[l], stride, threads - 1);
+    add_partials(out.dbias[l], n_out, second.dbias[l], stride, threads - 1);
+  }
+}
+
+// The backward of a network small enough for a copy of its gradients per thread: each thread
+// takes a contiguous slice of the rows through every layer, in blocks that stay in cache, with
+// no barrier between layers; the threads' gradients are added once at the end. With few rows
+// per layer and thread the per-layer barriers of the layered backward cost as much as the
+// products.
+template <typename T>
+void coupling_mlp_bwd_rows(const pyr_additive_coupling_mlp_bwd_params* p, const Positions& pos,
+                           int threads_wanted) {
+  const int L = p->num_layers;
+  const int64_t B = p->batch;
+  const int64_t max_width = *std::max_element(p->widths, p->widths + L + 1);
+  const int64_t rows = rows_per_block<T>(B, max_width, threads_wanted);
+  const int64_t blocks = (B + rows - 1) / rows;
+  const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, blocks));
+
+  const int64_t ldg = leading_dim<T>(max_width);
+  const int64_t g_size = round_up(rows * ldg, kNR<T>);
+  const int64_t xa_size = round_up(rows * p->widths[0], kNR<T>);
+  const int64_t per_thread = 2 * g_size + xa_size + gemm_scratch_size<T>();
+  Buffer<T> work_buf(
+      static_cast<size_t>(threads * per_thread + (threads - 1) * gradient_size<T>(p)));
+  T* partials = work_buf.get() + threads * per_thread;
+
+#pragma omp parallel num_threads(threads)
+  {
+    const int t = omp_get_thread_num();
+    T* work = work_buf.get() + t * per_thread;
+    const BlockBuffers<T> buf{work, work + g_size, ldg, work + 2 * g_size,
+                              work + 2 * g_size + xa_size};
+    const Gradients<T> grads = thread_gradients(p, t, partials);
+
+    // contiguous blocks per thread: its first block writes its gradients, the others add to them.
+    const int64_t blk0 = blocks * t / threads, blk1 = blocks * (t + 1) / threads;
+    for (int64_t blk = blk0; blk < blk1; ++blk) {
+      const int64_t r0 = blk * rows;
+      bwd_block(p, pos, r0, std::min(rows, B - r0), blk == blk0, grads, buf);
+    }
+
+    if (threads > 1) {
+#pragma omp barrier
+      add_thread_gradients(p, partials, threads);
     }
   }
+}
+
+// Bytes of partial gradients all threads together may keep for the row-sliced backward: past
+// them, adding the partials up costs more than the barriers it saves.
+constexpr int64_t kPartialGradientBudget = int64_t(4) << 20;
+
+template <typename T>
+void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Positions& pos) {
+  const int threads = thread_count(p->num_threads);
+  if (gradient_size<T>(p) <= kPartialGradientBudget / int64_t(sizeof(T)) / threads)
+    coupling_mlp_bwd_rows<T>(p, pos, threads);
+  else
+    coupling_mlp_bwd_layers<T>(p, pos, threads);
 }
 
 // Runs a kernel for the params' dtype; no exception leaves this function.

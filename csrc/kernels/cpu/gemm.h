@@ -51,7 +51,7 @@ inline void store_vec(T* p, typename Vec<T>::type v) {
 }
 
 // How a tile's accumulators start: at zero, at a per-row bias, or at the current C (a later
-// block of k).
+// block of k, or an accumulating GEMM).
 enum class Init { kZero, kBias, kLoad };
 
 // The operands of one GEMM: A(i, k) = a[i * sam + k * sak], B(k, n) = b[k * ldb + n],
@@ -68,6 +68,9 @@ struct Gemm {
   // per-row bias added before the products (may be null) and ReLU applied after them.
   const T* bias;
   bool relu;
+  // C += A B instead of C = A B (the bias is then ignored): a sum over blocks of k computed by
+  // separate calls, such as a weight gradient over several blocks of the batch.
+  bool accumulate = false;
 };
 
 // One MR x NR tile of C over kc steps of k, b a packed panel (NR columns, zero-padded past the
@@ -184,7 +187,7 @@ constexpr int64_t gemm_scratch_size() {
 template <typename T>
 inline void gemm_block(const Gemm<T>& g, int64_t m0, int64_t mc, int64_t k0, int64_t kc, T* panel) {
   constexpr int NR = kNR<T>;
-  const Init init = k0 > 0 ? Init::kLoad : (g.bias ? Init::kBias : Init::kZero);
+  const Init init = k0 > 0 || g.accumulate ? Init::kLoad : (g.bias ? Init::kBias : Init::kZero);
   const bool relu = g.relu && k0 + kc == g.k;
   for (int64_t n0 = 0; n0 < g.n; n0 += NR) {
     const int n_valid = static_cast<int>(std::min<int64_t>(NR, g.n - n0));
@@ -198,7 +201,8 @@ inline void gemm_block(const Gemm<T>& g, int64_t m0, int64_t mc, int64_t k0, int
   }
 }
 
-// C = (bias or 0) + A B, then ReLU when asked; single-threaded (callers split the work).
+// C = (bias, 0, or C when accumulating) + A B, then ReLU when asked; single-threaded (callers
+// split the work).
 // scratch: gemm_scratch_size<T>() elements. A is read in place: a packed copy cost more than it
 // saved at the sizes measured.
 template <typename T>
