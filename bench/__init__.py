@@ -9,6 +9,7 @@ import importlib
 # Suite name -> module defining it, imported only when the suite runs.
 SUITES = {
     "coupling": "bench.bench_additive_coupling",
+    "masked": "bench.bench_masked_conv2d",
 }
 
 

@@ -1,7 +1,8 @@
 """Drop-in modules built on pyreversible.ops."""
 
 from pyreversible.nn.additive_coupling import AdditiveCoupling, CouplingMLP
+from pyreversible.nn.masked_conv2d import MaskedConv2d
 from pyreversible.nn.nice import NICE
 from pyreversible.nn.scaling import Scaling
 
-__all__ = ["NICE", "AdditiveCoupling", "CouplingMLP", "Scaling"]
+__all__ = ["NICE", "AdditiveCoupling", "CouplingMLP", "MaskedConv2d", "Scaling"]

@@ -1,5 +1,6 @@
 """Functional ops: each runs on the backend chosen by pyreversible.set_backend."""
 
 from pyreversible.ops.additive_coupling import additive_coupling, additive_coupling_mlp
+from pyreversible.ops.masked_conv2d import masked_conv2d
 
-__all__ = ["additive_coupling", "additive_coupling_mlp"]
+__all__ = ["additive_coupling", "additive_coupling_mlp", "masked_conv2d"]

@@ -8,11 +8,15 @@ from pyreversible.reference.additive_coupling import (
     partition_merge,
     partition_split,
 )
+from pyreversible.reference.masked_conv2d import MASK_TYPES, conv_mask, masked_conv2d
 
 __all__ = [
+    "MASK_TYPES",
     "PARTITIONS",
     "additive_coupling",
     "additive_coupling_mlp",
+    "conv_mask",
+    "masked_conv2d",
     "mlp",
     "partition_merge",
     "partition_split",

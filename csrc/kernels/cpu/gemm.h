@@ -55,7 +55,7 @@ inline void store_vec(T* p, typename Vec<T>::type v) {
 enum class Init { kZero, kBias, kLoad };
 
 // The operands of one GEMM: A(i, k) = a[i * sam + k * sak], B(k, n) = b[k * ldb + n],
-// C(i, n) = c[i * ldc + n].
+// C(i, n) = c[i * ldc + n]. With accumulate, C += A B: a convolution sums one product per tap.
 template <typename T>
 struct Gemm {
   int64_t m, n, k;
@@ -68,6 +68,7 @@ struct Gemm {
   // per-row bias added before the products (may be null) and ReLU applied after them.
   const T* bias;
   bool relu;
+  bool accumulate = false;
 };
 
 // One MR x NR tile of C over kc steps of k, b a packed panel (NR columns, zero-padded past the
@@ -184,7 +185,7 @@ constexpr int64_t gemm_scratch_size() {
 template <typename T>
 inline void gemm_block(const Gemm<T>& g, int64_t m0, int64_t mc, int64_t k0, int64_t kc, T* panel) {
   constexpr int NR = kNR<T>;
-  const Init init = k0 > 0 ? Init::kLoad : (g.bias ? Init::kBias : Init::kZero);
+  const Init init = k0 > 0 || g.accumulate ? Init::kLoad : (g.bias ? Init::kBias : Init::kZero);
   const bool relu = g.relu && k0 + kc == g.k;
   for (int64_t n0 = 0; n0 < g.n; n0 += NR) {
     const int n_valid = static_cast<int>(std::min<int64_t>(NR, g.n - n0));
