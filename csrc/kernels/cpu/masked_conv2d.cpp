@@ -228,7 +228,9 @@ void masked_conv2d_fwd(const pyr_masked_conv2d_params* p) {
     T* ybuf = xbuf + s.in_ch * ld_x;
     T* scratch = ybuf + s.out_ch * ld_y;
 
-#pragma omp for schedule(static)
+    // tiles are independent: handed out as threads come free, so that a thread the OS delays
+    // (other work on the machine) holds up no other.
+#pragma omp for schedule(dynamic)
     for (int64_t tile = 0; tile < tl.count; ++tile) {
       const int64_t b = tile / tl.per_image;
       const int64_t h0 = tile % tl.per_image * tl.rows;
@@ -301,6 +303,8 @@ void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
     T* scratch = dw_sum + sums;
     std::fill(dw_sum, dw_sum + dw_size + s.out_ch, T(0));
 
+    // a fixed split of the tiles between threads: the dW and db sums then group the same terms
+    // on every run, and the gradients are reproducible bit for bit.
 #pragma omp for schedule(static)
     for (int64_t tile = 0; tile < tl.count; ++tile) {
       const int64_t b = tile / tl.per_image;
