@@ -15,8 +15,8 @@
 // The backward reads a tile's dy rows (and the c rows below them) into the same layout: dx is
 // the same sum over dy with the taps mirrored, and dW of a tap is dy's tile (O x grid columns,
 // zero in the dropped columns) times the x window, read from a channels-last copy of the tile's
-// input so that its columns are contiguous. Each thread sums dW and db over its own tiles; the
-// threads' sums are added at the end.
+// input so that its columns are contiguous. dW and db are summed over fixed runs of tiles, and
+// the runs' sums added in order at the end.
 #include <omp.h>
 
 #include <algorithm>
@@ -287,85 +287,91 @@ void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
   const int64_t ld_dx = leading_dim<T>(tl.rows * s.wp);
   const int64_t x_size = (positions * s.in_ch + kNR<T> - 1) / kNR<T> * kNR<T>;
   const int64_t sums = (dw_size + s.out_ch + kNR<T> - 1) / kNR<T> * kNR<T>;
-  // per thread: the dy, dx and x buffers of a tile, then its sums of dW and db, then scratch.
-  const int64_t sums_at = s.out_ch * ld_dy + s.in_ch * ld_dx + x_size;
-  const int64_t per_thread = sums_at + sums + gemm_scratch_size<T>();
+  // per thread: the dy, dx and x buffers of a tile, then scratch.
+  const int64_t scratch_at = s.out_ch * ld_dy + s.in_ch * ld_dx + x_size;
+  const int64_t per_thread = scratch_at + gemm_scratch_size<T>();
   Buffer<T> work(static_cast<size_t>(per_thread * threads));
+  // the tiles fall into fixed runs of consecutive tiles, each with its own sums of dW and db:
+  // the sums group the same terms on every run, so the gradients are reproducible bit for bit,
+  // while the runs go to threads as they come free; two runs per thread let one thread take
+  // over work from another that the OS delays.
+  const int64_t groups = std::min<int64_t>(tl.count, 2 * threads);
+  Buffer<T> group_sums(static_cast<size_t>(groups * sums));
 
 #pragma omp parallel num_threads(threads)
   {
-    const int team = omp_get_num_threads();
     T* dybuf = work.get() + omp_get_thread_num() * per_thread;
     T* dxbuf = dybuf + s.out_ch * ld_dy;
     T* xbuf = dxbuf + s.in_ch * ld_dx;
-    T* dw_sum = dybuf + sums_at;
-    T* db_sum = dw_sum + dw_size;
-    T* scratch = dw_sum + sums;
-    std::fill(dw_sum, dw_sum + dw_size + s.out_ch, T(0));
+    T* scratch = dybuf + scratch_at;
 
-    // a fixed split of the tiles between threads: the dW and db sums then group the same terms
-    // on every run, and the gradients are reproducible bit for bit.
-#pragma omp for schedule(static)
-    for (int64_t tile = 0; tile < tl.count; ++tile) {
-      const int64_t b = tile / tl.per_image;
-      const int64_t h0 = tile % tl.per_image * tl.rows;
-      const int64_t rows = std::min(tl.rows, s.height - h0);
-      const int64_t n = (rows - 1) * s.wp + s.width;
+#pragma omp for schedule(dynamic)
+    for (int64_t group = 0; group < groups; ++group) {
+      T* dw_sum = group_sums.get() + group * sums;
+      T* db_sum = dw_sum + dw_size;
+      std::fill(dw_sum, dw_sum + dw_size + s.out_ch, T(0));
+      const int64_t first = group * tl.count / groups, last = (group + 1) * tl.count / groups;
+      for (int64_t tile = first; tile < last; ++tile) {
+        const int64_t b = tile / tl.per_image;
+        const int64_t h0 = tile % tl.per_image * tl.rows;
+        const int64_t rows = std::min(tl.rows, s.height - h0);
+        const int64_t n = (rows - 1) * s.wp + s.width;
 
-      load_rows(dy + b * p->stride_dy_b, s.out_ch, p->stride_dy_c, p->stride_dy_h, p->stride_dy_w,
-                h0, rows + s.c, s, dybuf, ld_dy);
-      // the tile's own dy, grid column n at dybuf + c + n: zero in the dropped columns, which
-      // are the padding before the next row.
-      const T* dy_tile = dybuf + s.c;
+        load_rows(dy + b * p->stride_dy_b, s.out_ch, p->stride_dy_c, p->stride_dy_h, p->stride_dy_w,
+                  h0, rows + s.c, s, dybuf, ld_dy);
+        // the tile's own dy, grid column n at dybuf + c + n: zero in the dropped columns, which
+        // are the padding before the next row.
+        const T* dy_tile = dybuf + s.c;
 
-      if (want_dx) {
-        // dx(r, w) reads dy(r + c - ky, w + c - kx): the dy buffer shifted the other way.
-        for (int64_t t = 0; t < s.taps; ++t) {
-          const int64_t ky = t / s.k, kx = t % s.k;
-          // dX (I x n) = sum over taps of W_t^T (I x O) times the mirrored dy window (O x n).
-          const T* w_tap = wt.get() + t * s.out_ch * s.in_ch;
-          const T* window = dybuf + (s.c - ky) * s.wp + 2 * s.c - kx;
-          const Gemm<T> g =
-              product(s.in_ch, n, s.out_ch, w_tap, 1, s.in_ch, window, ld_dy, dxbuf, ld_dx, t > 0);
-          gemm(g, scratch);
+        if (want_dx) {
+          // dx(r, w) reads dy(r + c - ky, w + c - kx): the dy buffer shifted the other way.
+          for (int64_t t = 0; t < s.taps; ++t) {
+            const int64_t ky = t / s.k, kx = t % s.k;
+            // dX (I x n) = sum over taps of W_t^T (I x O) times the mirrored dy window (O x n).
+            const T* w_tap = wt.get() + t * s.out_ch * s.in_ch;
+            const T* window = dybuf + (s.c - ky) * s.wp + 2 * s.c - kx;
+            const Gemm<T> g = product(s.in_ch, n, s.out_ch, w_tap, 1, s.in_ch, window, ld_dy, dxbuf,
+                                      ld_dx, t > 0);
+            gemm(g, scratch);
+          }
+          store_rows(dxbuf, ld_dx, s.in_ch, h0, rows, s, dx + b * p->stride_dx_b, p->stride_dx_c,
+                     p->stride_dx_h, p->stride_dx_w);
         }
-        store_rows(dxbuf, ld_dx, s.in_ch, h0, rows, s, dx + b * p->stride_dx_b, p->stride_dx_c,
-                   p->stride_dx_h, p->stride_dx_w);
-      }
 
-      if (want_dw) {
-        load_rows_channels_last(x + b * p->stride_x_b, s.in_ch, p->stride_x_c, p->stride_x_h,
-                                p->stride_x_w, h0 - s.c, rows + s.c, s, xbuf, positions);
-        for (int64_t t = 0; t < s.taps; ++t) {
-          const int64_t ky = t / s.k, kx = t % s.k;
-          // dW_t (O x I) += dy's tile (O x n) times the window (n x I, channels-last).
-          const T* window = xbuf + (ky * s.wp + kx) * s.in_ch;
-          T* dw_tap = dw_sum + t * s.out_ch * s.in_ch;
-          const Gemm<T> g = product(s.out_ch, s.in_ch, n, dy_tile, ld_dy, 1, window, s.in_ch,
-                                    dw_tap, s.in_ch, true);
-          gemm(g, scratch);
+        if (want_dw) {
+          load_rows_channels_last(x + b * p->stride_x_b, s.in_ch, p->stride_x_c, p->stride_x_h,
+                                  p->stride_x_w, h0 - s.c, rows + s.c, s, xbuf, positions);
+          for (int64_t t = 0; t < s.taps; ++t) {
+            const int64_t ky = t / s.k, kx = t % s.k;
+            // dW_t (O x I) += dy's tile (O x n) times the window (n x I, channels-last).
+            const T* window = xbuf + (ky * s.wp + kx) * s.in_ch;
+            T* dw_tap = dw_sum + t * s.out_ch * s.in_ch;
+            const Gemm<T> g = product(s.out_ch, s.in_ch, n, dy_tile, ld_dy, 1, window, s.in_ch,
+                                      dw_tap, s.in_ch, true);
+            gemm(g, scratch);
+          }
         }
-      }
 
-      if (dbias) {
-        for (int64_t o = 0; o < s.out_ch; ++o) {
-          const T* row = dy_tile + o * ld_dy;
-          T acc = T(0);
-          for (int64_t j = 0; j < n; ++j) acc += row[j];
-          db_sum[o] += acc;
+        if (dbias) {
+          for (int64_t o = 0; o < s.out_ch; ++o) {
+            const T* row = dy_tile + o * ld_dy;
+            T acc = T(0);
+            for (int64_t j = 0; j < n; ++j) acc += row[j];
+            db_sum[o] += acc;
+          }
         }
       }
     }
 
-    // the threads' sums, added in thread order; masked taps of dW are written as zeros.
+    // the runs' sums, added in order; masked taps of dW are written as zeros.
     if (dweight) {
 #pragma omp for schedule(static)
       for (int64_t oi = 0; oi < s.out_ch * s.in_ch; ++oi) {
         T* d = dweight + oi * kk;
         for (int64_t t = 0; t < s.taps; ++t) {
           T acc = T(0);
-          for (int th = 0; th < team; ++th)
-            acc += work.get()[th * per_thread + sums_at + t * s.out_ch * s.in_ch + oi];
+          for (int64_t group = 0; group < groups; ++group)
+            acc += group_sums.get()[group * sums + t * s.out_ch * s.in_ch + oi];
           d[t] = acc;
         }
         std::fill(d + s.taps, d + kk, T(0));
@@ -375,8 +381,8 @@ void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
 #pragma omp for schedule(static)
       for (int64_t o = 0; o < s.out_ch; ++o) {
         T acc = T(0);
-        for (int th = 0; th < team; ++th)
-          acc += work.get()[th * per_thread + sums_at + dw_size + o];
+        for (int64_t group = 0; group < groups; ++group)
+          acc += group_sums.get()[group * sums + dw_size + o];
         dbias[o] = acc;
       }
     }
