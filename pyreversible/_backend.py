@@ -139,22 +139,15 @@ _DTYPES = {
 }
 
 
-def resolve(op, device, dtype, backends=None):
+def resolve(op, device, dtype):
     """The concrete backend ('reference', 'cpp' or 'triton') that runs `op` on `device`.
 
     A backend chosen by name that cannot run raises BackendUnavailableError, or TypeError when
     its kernels do not take `dtype`; `auto` skips those and logs its choice once per op, device
-    type and dtype. `backends`, when given, lists the backends `op` implements on `device`:
-    `auto` considers only those, and a backend chosen by name outside it raises
-    NotImplementedError.
+    type and dtype.
     """
     name = _state["backend"]
     device_type = device.type
-    if backends is not None and name not in ("auto", *backends):
-        raise NotImplementedError(
-            f"{op}: backend {name!r} has no kernels for this op on {device_type} yet; use one "
-            f"of {', '.join(repr(b) for b in backends)} or 'auto'"
-        )
     if name != "auto":
         reason = unavailable_reason(name, device_type)
         if reason is not None:
@@ -171,8 +164,7 @@ def resolve(op, device, dtype, backends=None):
     chosen = next(
         b
         for b in order
-        if (backends is None or b in backends)
-        and unavailable_reason(b, device_type) is None
+        if unavailable_reason(b, device_type) is None
         and dtype in _DTYPES.get((b, device_type), (dtype,))
     )
     key = (op, device_type, dtype)

@@ -12,8 +12,8 @@ from pyreversible import _backend
 from pyreversible.reference.masked_conv2d import MASK_TYPES
 from pyreversible.reference.masked_conv2d import masked_conv2d as reference_masked_conv2d
 
-# The backends with kernels for this op, per device type.
-_IMPLEMENTED = {"cpu": ("cpp", "reference")}
+# The compiled backends this op has, per device type (the argument `backends` of resolve).
+_BACKENDS = {"cpu": ("cpp",)}
 
 
 class MaskedConv2dFunction(torch.autograd.Function):
@@ -102,8 +102,7 @@ def masked_conv2d(x, weight, bias=None, mask_type="B"):
     """
     op = "masked_conv2d"
     check_args(op, x, weight, bias, mask_type)
-    backends = _IMPLEMENTED.get(x.device.type, ("reference",))
-    backend = _backend.resolve(op, x.device, x.dtype, backends)
+    backend = _backend.resolve(op, x.device, x.dtype, backends=_BACKENDS)
     if backend == "reference":
         return reference_masked_conv2d(x, weight, bias, mask_type)
     params = (x, weight) if bias is None else (x, weight, bias)
