@@ -13,7 +13,7 @@ import sys
 
 import torch
 
-from bench import SUITES, harness, load_suite
+from bench import SUITES, harness, suite_cases
 
 
 def _parse(argv):
@@ -63,9 +63,8 @@ def main(argv=None):
 
     results = []
     for name in args.suites or list(SUITES):
-        suite = load_suite(name)
         print(harness.table_header(name), flush=True)
-        for case in suite.cases(args.quick):
+        for case in suite_cases(name, args.quick):
             result = harness.run_case(
                 case, device, peak, min_run_time, warmup=warmup, with_compile=not args.no_compile
             )

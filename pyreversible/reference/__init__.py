@@ -9,12 +9,16 @@ from pyreversible.reference.additive_coupling import (
     partition_split,
 )
 from pyreversible.reference.causal_conv1d import causal_conv1d
+from pyreversible.reference.masked_conv2d import MASK_TYPES, conv_mask, masked_conv2d
 
 __all__ = [
+    "MASK_TYPES",
     "PARTITIONS",
     "additive_coupling",
     "additive_coupling_mlp",
     "causal_conv1d",
+    "conv_mask",
+    "masked_conv2d",
     "mlp",
     "partition_merge",
     "partition_split",

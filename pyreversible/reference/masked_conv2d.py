@@ -24,5 +24,7 @@ def conv_mask(kernel_size, mask_type, device=None, dtype=None):
 def masked_conv2d(x, weight, bias=None, mask_type="B"):
     """x: (B, C_in, H, W), weight: (C_out, C_in, K, K), bias: (C_out,) -> (B, C_out, H, W)."""
     k = weight.shape[-1]
-    mask = conv_mask(k, mask_type, device=weight.device, dtype=weight.dtype)
-    return F.conv2d(x, weight * mask, bias, padding=k // 2)
+    kept = conv_mask(k, mask_type, device=weight.device, dtype=torch.bool)
+    # masked taps are ignored, not multiplied by zero: a NaN stored there stays out of y, and
+    # their gradient is zero
+    return F.conv2d(x, torch.where(kept, weight, 0), bias, padding=k // 2)

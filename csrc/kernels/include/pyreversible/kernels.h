@@ -262,6 +262,77 @@ typedef struct pyr_causal_conv1d_bwd_params {
 
 pyr_status pyr_causal_conv1d_bwd_cpu(const pyr_causal_conv1d_bwd_params* p);
 
+/*
+ * Masked 2-D convolution (PixelCNN), stride 1, zero padding K / 2 ("same" size):
+ *   y[b, o, h, w] = bias[o] + sum_i sum_{(ky, kx) kept} W[o, i, ky, kx]
+ *                                                      * x[b, i, h + ky - c, w + kx - c],
+ * with c = K / 2 and K odd. Mask type A keeps the taps above the centre row and, on the centre
+ * row, those left of the centre; type B keeps the centre as well. In raster order the kept taps
+ * are the first c * K + c (A) or c * K + c + 1 (B) of the K * K: only those are visited, the
+ * masked taps are never read. So y at a pixel depends on x at pixels before it in raster
+ * order (A), or before it and at it (B).
+ * x, y: (batch, in_channels or out_channels, height, width) with strides; weight:
+ * (out_channels, in_channels, K, K) with strides (nn.Conv2d's layout; its masked entries are
+ * ignored); bias: (out_channels,) contiguous, or NULL for none. y may not alias x.
+ */
+typedef enum pyr_mask_type { PYR_MASK_A = 0, PYR_MASK_B = 1 } pyr_mask_type;
+
+typedef struct pyr_masked_conv2d_params {
+  int32_t dtype;     /* pyr_dtype */
+  int32_t mask_type; /* pyr_mask_type */
+  int64_t batch;
+  int64_t in_channels;
+  int64_t out_channels;
+  int64_t height;
+  int64_t width;
+  int64_t kernel_size; /* K, odd */
+  const void* x;
+  int64_t stride_x_b, stride_x_c, stride_x_h, stride_x_w;
+  const void* weight;
+  int64_t stride_weight_o, stride_weight_i, stride_weight_h, stride_weight_w;
+  const void* bias;
+  void* y;
+  int64_t stride_y_b, stride_y_c, stride_y_h, stride_y_w;
+  int32_t num_threads; /* CPU: threads to use; 0 means the OpenMP runtime's default */
+  void* stream;        /* CUDA: a cudaStream_t, NULL for the default stream */
+} pyr_masked_conv2d_params;
+
+pyr_status pyr_masked_conv2d_fwd_cpu(const pyr_masked_conv2d_params* p);
+
+/*
+ * Backward of the masked convolution, given dy = dL/dy (batch, out_channels, height, width):
+ *   dx[b, i, h, w]   = sum_o sum_{(ky, kx) kept} W[o, i, ky, kx] * dy[b, o, h - ky + c, w - kx +
+ * c], dW[o, i, ky, kx] = sum_{b, h, w} dy[b, o, h, w] * x[b, i, h + ky - c, w + kx - c] when (ky,
+ * kx) is kept, exactly 0 when it is masked, db[o]            = sum_{b, h, w} dy[b, o, h, w]. dx:
+ * like x, with strides; dweight: (out_channels, in_channels, K, K) contiguous; dbias:
+ * (out_channels,) contiguous. Each of dx, dweight and dbias may be NULL, and is then not
+ * computed; those given are overwritten, not accumulated into. No output may alias an input.
+ */
+typedef struct pyr_masked_conv2d_bwd_params {
+  int32_t dtype;
+  int32_t mask_type;
+  int64_t batch;
+  int64_t in_channels;
+  int64_t out_channels;
+  int64_t height;
+  int64_t width;
+  int64_t kernel_size;
+  const void* x;
+  int64_t stride_x_b, stride_x_c, stride_x_h, stride_x_w;
+  const void* weight;
+  int64_t stride_weight_o, stride_weight_i, stride_weight_h, stride_weight_w;
+  const void* dy;
+  int64_t stride_dy_b, stride_dy_c, stride_dy_h, stride_dy_w;
+  void* dx;
+  int64_t stride_dx_b, stride_dx_c, stride_dx_h, stride_dx_w;
+  void* dweight;
+  void* dbias;
+  int32_t num_threads;
+  void* stream;
+} pyr_masked_conv2d_bwd_params;
+
+pyr_status pyr_masked_conv2d_bwd_cpu(const pyr_masked_conv2d_bwd_params* p);
+
 #ifdef __cplusplus
 }
 #endif

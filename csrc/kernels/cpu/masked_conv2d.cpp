@@ -1,0 +1,469 @@
+// Masked 2-D convolution (PixelCNN) on the CPU, forward and backward, as an implicit GEMM over
+// the kept taps.
+//
+// The work is split into tiles of whole output rows of one image. A tile's input rows are
+// copied once into a zero-padded buffer whose rows lie Wp = W + c apart: the c zeros that start
+// a row pad its left edge and the right edge of the row above it. Output pixel (r, w) of the
+// tile is then grid column n = r * Wp + w, and for every tap (ky, kx) the input it reads is the
+// buffer shifted by ky * Wp + kx: a (channels x grid columns) matrix with contiguous columns,
+// which is what gemm() takes as B. One tap is one GEMM, W[:, :, ky, kx] (O x I) times that
+// window, accumulated into the tile's output; the c grid columns per row past the image's
+// width are computed and dropped (c / (W + c) of the work), the price of never copying a
+// window. The kept taps are the first ones in raster order, so the taps loop stops early and a
+// masked tap is never read.
+//
+// The backward reads a tile's dy rows (and the c rows below them) into the same layout: dx is
+// the same sum over dy with the taps mirrored, and dW of a tap is dy's tile (O x grid columns,
+// zero in the dropped columns) times the x window, read from a channels-last copy of the tile's
+// input so that its columns are contiguous. dW and db are summed over fixed runs of tiles, and
+// the runs' sums added in order at the end.
+#include <omp.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <new>
+
+#include "cpu/gemm.h"
+#include "pyreversible/kernels.h"
+
+namespace {
+
+using pyr_cpu::Gemm;
+using pyr_cpu::gemm;
+using pyr_cpu::gemm_scratch_size;
+using pyr_cpu::kNR;
+
+int thread_count(int32_t requested) { return requested > 0 ? requested : omp_get_max_threads(); }
+
+// A 64-byte aligned array of n elements, freed with its owner, left uninitialised.
+template <typename T>
+class Buffer {
+ public:
+  explicit Buffer(size_t n)
+      : data_(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)))) {}
+  ~Buffer() { ::operator delete(data_, std::align_val_t(64)); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  T* get() const { return data_; }
+
+ private:
+  T* data_;
+};
+
+// The row length of a buffer of n elements per channel: whole panels of NR, and an odd number
+// of them, so that the same column of consecutive channels does not map to the same cache sets.
+template <typename T>
+int64_t leading_dim(int64_t n) {
+  const int64_t panels = (n + kNR<T> - 1) / kNR<T>;
+  return (panels | 1) * kNR<T>;
+}
+
+// The sizes every pass shares. taps: the kept taps, the first `taps` of the K * K in raster
+// order; wp: the row length of the padded buffers.
+struct Shape {
+  int64_t batch, in_ch, out_ch, height, width, k, c, taps, wp;
+};
+
+template <typename Params>
+Shape shape_of(const Params* p) {
+  const int64_t k = p->kernel_size, c = k / 2;
+  return Shape{p->batch,
+               p->in_channels,
+               p->out_channels,
+               p->height,
+               p->width,
+               k,
+               c,
+               c * k + c + (p->mask_type == PYR_MASK_B ? 1 : 0),
+               p->width + c};
+}
+
+// C (m x n) = A B, or C += A B with accumulate; A(i, k) = a[i * sam + k * sak],
+// B(k, n) = b[k * ldb + n], C(i, n) = c[i * ldc + n].
+template <typename T>
+Gemm<T> product(int64_t m, int64_t n, int64_t k, const T* a, int64_t sam, int64_t sak, const T* b,
+                int64_t ldb, T* c, int64_t ldc, bool accumulate) {
+  Gemm<T> g{m, n, k, a, sam, sak, b, ldb, c, ldc, nullptr, false};
+  g.accumulate = accumulate;
+  return g;
+}
+
+// A split of the images into tiles of `rows` output rows.
+struct Tiling {
+  int64_t rows, per_image, count;
+};
+
+// Rows per tile: as many as keep the tile's buffers (`channels` rows of Wp per output row)
+// within a share of L2, so that each tap's GEMM has long rows; then fewer, while there are not
+// two tiles per thread.
+Tiling tiling(const Shape& s, int64_t channels, int64_t elem_bytes, int threads) {
+  constexpr int64_t kL2Budget = 256 * 1024;
+  int64_t rows = kL2Budget / std::max<int64_t>(1, channels * s.wp * elem_bytes);
+  rows = std::max<int64_t>(1, std::min(rows, s.height));
+  while (rows > 1 && s.batch * ((s.height + rows - 1) / rows) < 2 * threads) rows = (rows + 1) / 2;
+  const int64_t per_image = (s.height + rows - 1) / rows;
+  return Tiling{rows, per_image, s.batch * per_image};
+}
+
+// The kept taps of the weight, tap-major: wt[(t * O + o) * I + i] = W[o, i, t / K, t % K], so
+// that a tap's (O x I) matrix is contiguous whatever the weight's strides.
+template <typename T>
+void pack_weight(const T* w, int64_t so, int64_t si, int64_t sh, int64_t sw, const Shape& s,
+                 T* wt) {
+  for (int64_t t = 0; t < s.taps; ++t) {
+    const T* wtap = w + (t / s.k) * sh + (t % s.k) * sw;
+    for (int64_t o = 0; o < s.out_ch; ++o)
+      for (int64_t i = 0; i < s.in_ch; ++i)
+        wt[(t * s.out_ch + o) * s.in_ch + i] = wtap[o * so + i * si];
+  }
+}
+
+// Copies rows first .. first + rows - 1 of `channels` channels of one image (rows outside the
+// image read as zeros) into buf: channel ch at buf + ch * ld, row j at j * wp + c, with zeros
+// in the c columns before each row and from the end of the last row to ld.
+template <typename T>
+void load_rows(const T* src, int64_t channels, int64_t sc, int64_t sh, int64_t sw, int64_t first,
+               int64_t rows, const Shape& s, T* buf, int64_t ld) {
+  for (int64_t ch = 0; ch < channels; ++ch) {
+    T* dst = buf + ch * ld;
+    for (int64_t j = 0; j < rows; ++j) {
+      T* d = dst + j * s.wp;
+      const int64_t h = first + j;
+      std::fill(d, d + s.c, T(0));
+      if (h < 0 || h >= s.height) {
+        std::fill(d + s.c, d + s.wp, T(0));
+        continue;
+      }
+      const T* row = src + ch * sc + h * sh;
+      if (sw == 1) {
+        std::copy(row, row + s.width, d + s.c);
+      } else {
+        for (int64_t q = 0; q < s.width; ++q) d[s.c + q] = row[q * sw];
+      }
+    }
+    std::fill(dst + rows * s.wp, dst + ld, T(0));
+  }
+}
+
+// load_rows, channels-last: element (ch, pos) at buf[pos * channels + ch], for every position
+// below `positions`.
+template <typename T>
+void load_rows_channels_last(const T* src, int64_t channels, int64_t sc, int64_t sh, int64_t sw,
+                             int64_t first, int64_t rows, const Shape& s, T* buf,
+                             int64_t positions) {
+  std::fill(buf, buf + positions * channels, T(0));
+  for (int64_t j = 0; j < rows; ++j) {
+    const int64_t h = first + j;
+    if (h < 0 || h >= s.height) continue;
+    T* d = buf + (j * s.wp + s.c) * channels;
+    for (int64_t q = 0; q < s.width; ++q)
+      for (int64_t ch = 0; ch < channels; ++ch)
+        d[q * channels + ch] = src[ch * sc + h * sh + q * sw];
+  }
+}
+
+// Writes the valid columns of a tile's grid (channel ch at buf + ch * ld, row r at r * wp) to
+// rows first .. first + rows - 1 of one image.
+template <typename T>
+void store_rows(const T* buf, int64_t ld, int64_t channels, int64_t first, int64_t rows,
+                const Shape& s, T* dst, int64_t sc, int64_t sh, int64_t sw) {
+  for (int64_t ch = 0; ch < channels; ++ch)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* row = buf + ch * ld + r * s.wp;
+      T* d = dst + ch * sc + (first + r) * sh;
+      if (sw == 1) {
+        std::copy(row, row + s.width, d);
+      } else {
+        for (int64_t q = 0; q < s.width; ++q) d[q * sw] = row[q];
+      }
+    }
+}
+
+// Fills a (batch, channels, height, width) tensor with value[ch] (or zero where value is null).
+template <typename T>
+void fill_channels(T* dst, const Shape& s, int64_t channels, int64_t sb, int64_t sc, int64_t sh,
+                   int64_t sw, const T* value, int threads) {
+#pragma omp parallel for collapse(2) num_threads(threads)
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t ch = 0; ch < channels; ++ch) {
+      const T v = value ? value[ch] : T(0);
+      for (int64_t h = 0; h < s.height; ++h)
+        for (int64_t q = 0; q < s.width; ++q) dst[b * sb + ch * sc + h * sh + q * sw] = v;
+    }
+}
+
+template <typename T>
+void masked_conv2d_fwd(const pyr_masked_conv2d_params* p) {
+  const Shape s = shape_of(p);
+  const T* x = static_cast<const T*>(p->x);
+  const T* bias = static_cast<const T*>(p->bias);
+  T* y = static_cast<T*>(p->y);
+  const int threads_wanted = thread_count(p->num_threads);
+
+  // type A with K = 1 keeps no tap: the output is the bias.
+  if (s.taps == 0) {
+    fill_channels(y, s, s.out_ch, p->stride_y_b, p->stride_y_c, p->stride_y_h, p->stride_y_w, bias,
+                  threads_wanted);
+    return;
+  }
+
+  Buffer<T> wt(static_cast<size_t>(s.taps * s.out_ch * s.in_ch));
+  pack_weight(static_cast<const T*>(p->weight), p->stride_weight_o, p->stride_weight_i,
+              p->stride_weight_h, p->stride_weight_w, s, wt.get());
+
+  const Tiling tl = tiling(s, s.in_ch + s.out_ch, sizeof(T), threads_wanted);
+  const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, tl.count));
+  // the input rows of a tile: c above its first output row, and one of zeros below its last so
+  // that the shifted windows never read past the buffer.
+  const int64_t ld_x = leading_dim<T>((tl.rows + s.c + 1) * s.wp);
+  const int64_t ld_y = leading_dim<T>(tl.rows * s.wp);
+  const int64_t per_thread = s.in_ch * ld_x + s.out_ch * ld_y + gemm_scratch_size<T>();
+  Buffer<T> work(static_cast<size_t>(per_thread * threads));
+
+#pragma omp parallel num_threads(threads)
+  {
+    T* xbuf = work.get() + omp_get_thread_num() * per_thread;
+    T* ybuf = xbuf + s.in_ch * ld_x;
+    T* scratch = ybuf + s.out_ch * ld_y;
+
+    // tiles are independent: handed out as threads come free, so that a thread the OS delays
+    // (other work on the machine) holds up no other.
+#pragma omp for schedule(dynamic)
+    for (int64_t tile = 0; tile < tl.count; ++tile) {
+      const int64_t b = tile / tl.per_image;
+      const int64_t h0 = tile % tl.per_image * tl.rows;
+      const int64_t rows = std::min(tl.rows, s.height - h0);
+      // the grid columns of the tile, without the dropped ones after its last row.
+      const int64_t n = (rows - 1) * s.wp + s.width;
+
+      load_rows(x + b * p->stride_x_b, s.in_ch, p->stride_x_c, p->stride_x_h, p->stride_x_w,
+                h0 - s.c, rows + s.c, s, xbuf, ld_x);
+      for (int64_t t = 0; t < s.taps; ++t) {
+        const int64_t ky = t / s.k, kx = t % s.k;
+        // Y (O x n) = bias + sum over taps of W_t (O x I) times the window (I x n).
+        const T* w_tap = wt.get() + t * s.out_ch * s.in_ch;
+        Gemm<T> g = product(s.out_ch, n, s.in_ch, w_tap, s.in_ch, 1, xbuf + ky * s.wp + kx, ld_x,
+                            ybuf, ld_y, t > 0);
+        g.bias = t == 0 ? bias : nullptr;
+        gemm(g, scratch);
+      }
+      store_rows(ybuf, ld_y, s.out_ch, h0, rows, s, y + b * p->stride_y_b, p->stride_y_c,
+                 p->stride_y_h, p->stride_y_w);
+    }
+  }
+}
+
+template <typename T>
+void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
+  const Shape s = shape_of(p);
+  const T* x = static_cast<const T*>(p->x);
+  const T* dy = static_cast<const T*>(p->dy);
+  T* dx = static_cast<T*>(p->dx);
+  T* dweight = static_cast<T*>(p->dweight);
+  T* dbias = static_cast<T*>(p->dbias);
+  const int threads_wanted = thread_count(p->num_threads);
+  const int64_t kk = s.k * s.k;
+  const int64_t dw_size = s.taps * s.out_ch * s.in_ch;
+
+  if (dx && s.taps == 0)
+    fill_channels(dx, s, s.in_ch, p->stride_dx_b, p->stride_dx_c, p->stride_dx_h, p->stride_dx_w,
+                  static_cast<const T*>(nullptr), threads_wanted);
+  const bool want_dx = dx && s.taps > 0;
+  const bool want_dw = dweight && s.taps > 0;
+
+  Buffer<T> wt(static_cast<size_t>(std::max<int64_t>(1, dw_size)));
+  if (want_dx)
+    pack_weight(static_cast<const T*>(p->weight), p->stride_weight_o, p->stride_weight_i,
+                p->stride_weight_h, p->stride_weight_w, s, wt.get());
+
+  const Tiling tl = tiling(s, s.out_ch + 2 * s.in_ch, sizeof(T), threads_wanted);
+  const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, tl.count));
+  // dy rows of a tile: its own and the c below, whose pixels its pixels feed through the taps
+  // above the centre row; plus a row of zeros, as in the forward.
+  const int64_t positions = (tl.rows + s.c + 1) * s.wp;
+  const int64_t ld_dy = leading_dim<T>(positions);
+  const int64_t ld_dx = leading_dim<T>(tl.rows * s.wp);
+  const int64_t x_size = (positions * s.in_ch + kNR<T> - 1) / kNR<T> * kNR<T>;
+  const int64_t sums = (dw_size + s.out_ch + kNR<T> - 1) / kNR<T> * kNR<T>;
+  // per thread: the dy, dx and x buffers of a tile, then scratch.
+  const int64_t scratch_at = s.out_ch * ld_dy + s.in_ch * ld_dx + x_size;
+  const int64_t per_thread = scratch_at + gemm_scratch_size<T>();
+  Buffer<T> work(static_cast<size_t>(per_thread * threads));
+  // the tiles fall into fixed runs of consecutive tiles, each with its own sums of dW and db:
+  // the sums group the same terms on every run, so the gradients are reproducible bit for bit,
+  // while the runs go to threads as they come free; two runs per thread let one thread take
+  // over work from another that the OS delays.
+  const int64_t groups = std::min<int64_t>(tl.count, 2 * threads);
+  Buffer<T> group_sums(static_cast<size_t>(groups * sums));
+
+#pragma omp parallel num_threads(threads)
+  {
+    T* dybuf = work.get() + omp_get_thread_num() * per_thread;
+    T* dxbuf = dybuf + s.out_ch * ld_dy;
+    T* xbuf = dxbuf + s.in_ch * ld_dx;
+    T* scratch = dybuf + scratch_at;
+
+#pragma omp for schedule(dynamic)
+    for (int64_t group = 0; group < groups; ++group) {
+      T* dw_sum = group_sums.get() + group * sums;
+      T* db_sum = dw_sum + dw_size;
+      std::fill(dw_sum, dw_sum + dw_size + s.out_ch, T(0));
+      const int64_t first = group * tl.count / groups, last = (group + 1) * tl.count / groups;
+      for (int64_t tile = first; tile < last; ++tile) {
+        const int64_t b = tile / tl.per_image;
+        const int64_t h0 = tile % tl.per_image * tl.rows;
+        const int64_t rows = std::min(tl.rows, s.height - h0);
+        const int64_t n = (rows - 1) * s.wp + s.width;
+
+        load_rows(dy + b * p->stride_dy_b, s.out_ch, p->stride_dy_c, p->stride_dy_h, p->stride_dy_w,
+                  h0, rows + s.c, s, dybuf, ld_dy);
+        // the tile's own dy, grid column n at dybuf + c + n: zero in the dropped columns, which
+        // are the padding before the next row.
+        const T* dy_tile = dybuf + s.c;
+
+        if (want_dx) {
+          // dx(r, w) reads dy(r + c - ky, w + c - kx): the dy buffer shifted the other way.
+          for (int64_t t = 0; t < s.taps; ++t) {
+            const int64_t ky = t / s.k, kx = t % s.k;
+            // dX (I x n) = sum over taps of W_t^T (I x O) times the mirrored dy window (O x n).
+            const T* w_tap = wt.get() + t * s.out_ch * s.in_ch;
+            const T* window = dybuf + (s.c - ky) * s.wp + 2 * s.c - kx;
+            const Gemm<T> g = product(s.in_ch, n, s.out_ch, w_tap, 1, s.in_ch, window, ld_dy, dxbuf,
+                                      ld_dx, t > 0);
+            gemm(g, scratch);
+          }
+          store_rows(dxbuf, ld_dx, s.in_ch, h0, rows, s, dx + b * p->stride_dx_b, p->stride_dx_c,
+                     p->stride_dx_h, p->stride_dx_w);
+        }
+
+        if (want_dw) {
+          load_rows_channels_last(x + b * p->stride_x_b, s.in_ch, p->stride_x_c, p->stride_x_h,
+                                  p->stride_x_w, h0 - s.c, rows + s.c, s, xbuf, positions);
+          for (int64_t t = 0; t < s.taps; ++t) {
+            const int64_t ky = t / s.k, kx = t % s.k;
+            // dW_t (O x I) += dy's tile (O x n) times the window (n x I, channels-last).
+            const T* window = xbuf + (ky * s.wp + kx) * s.in_ch;
+            T* dw_tap = dw_sum + t * s.out_ch * s.in_ch;
+            const Gemm<T> g = product(s.out_ch, s.in_ch, n, dy_tile, ld_dy, 1, window, s.in_ch,
+                                      dw_tap, s.in_ch, true);
+            gemm(g, scratch);
+          }
+        }
+
+        if (dbias) {
+          for (int64_t o = 0; o < s.out_ch; ++o) {
+            const T* row = dy_tile + o * ld_dy;
+            T acc = T(0);
+            for (int64_t j = 0; j < n; ++j) acc += row[j];
+            db_sum[o] += acc;
+          }
+        }
+      }
+    }
+
+    // the runs' sums, added in order; masked taps of dW are written as zeros.
+    if (dweight) {
+#pragma omp for schedule(static)
+      for (int64_t oi = 0; oi < s.out_ch * s.in_ch; ++oi) {
+        T* d = dweight + oi * kk;
+        for (int64_t t = 0; t < s.taps; ++t) {
+          T acc = T(0);
+          for (int64_t group = 0; group < groups; ++group)
+            acc += group_sums.get()[group * sums + t * s.out_ch * s.in_ch + oi];
+          d[t] = acc;
+        }
+        std::fill(d + s.taps, d + kk, T(0));
+      }
+    }
+    if (dbias) {
+#pragma omp for schedule(static)
+      for (int64_t o = 0; o < s.out_ch; ++o) {
+        T acc = T(0);
+        for (int64_t group = 0; group < groups; ++group)
+          acc += group_sums.get()[group * sums + dw_size + o];
+        dbias[o] = acc;
+      }
+    }
+  }
+}
+
+// Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
+// arithmetic of the kernels far from overflow.
+constexpr int64_t kMaxElements = int64_t(1) << 50;
+
+// Whether the product of the factors stays under kMaxElements.
+bool fits(std::initializer_list<int64_t> factors) {
+  int64_t n = 1;
+  for (int64_t f : factors)
+    if (f > kMaxElements || __builtin_mul_overflow(n, f, &n) || n > kMaxElements) return false;
+  return true;
+}
+
+template <typename Params>
+pyr_status check_shape(const Params* p) {
+  if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
+  if (p->mask_type != PYR_MASK_A && p->mask_type != PYR_MASK_B) return PYR_ERROR_INVALID_ARGUMENT;
+  if (p->batch < 1 || p->in_channels < 1 || p->out_channels < 1 || p->height < 1 || p->width < 1 ||
+      p->kernel_size < 1 || p->kernel_size % 2 == 0)
+    return PYR_ERROR_INVALID_SIZE;
+  const int64_t k = p->kernel_size, channels = std::max(p->in_channels, p->out_channels);
+  // the tensors, the weight, and the padded buffers of a tile of the whole image.
+  if (!fits({p->batch, channels, p->height, p->width}) ||
+      !fits({p->in_channels, p->out_channels, k, k}) ||
+      !fits({3 * channels, p->height + k + 1, p->width + k + 64}))
+    return PYR_ERROR_INVALID_SIZE;
+  if (p->stride_x_b < 0 || p->stride_x_c < 0 || p->stride_x_h < 0 || p->stride_x_w < 0 ||
+      p->stride_weight_o < 0 || p->stride_weight_i < 0 || p->stride_weight_h < 0 ||
+      p->stride_weight_w < 0)
+    return PYR_ERROR_INVALID_STRIDE;
+  return PYR_SUCCESS;
+}
+
+pyr_status check_fwd(const pyr_masked_conv2d_params* p) {
+  if (!p || !p->x || !p->weight || !p->y) return PYR_ERROR_NULL_POINTER;
+  if (pyr_status s = check_shape(p)) return s;
+  if (p->stride_y_b < 0 || p->stride_y_c < 0 || p->stride_y_h < 0 || p->stride_y_w < 0)
+    return PYR_ERROR_INVALID_STRIDE;
+  return PYR_SUCCESS;
+}
+
+pyr_status check_bwd(const pyr_masked_conv2d_bwd_params* p) {
+  if (!p || !p->x || !p->weight || !p->dy) return PYR_ERROR_NULL_POINTER;
+  if (pyr_status s = check_shape(p)) return s;
+  if (p->stride_dy_b < 0 || p->stride_dy_c < 0 || p->stride_dy_h < 0 || p->stride_dy_w < 0 ||
+      p->stride_dx_b < 0 || p->stride_dx_c < 0 || p->stride_dx_h < 0 || p->stride_dx_w < 0)
+    return PYR_ERROR_INVALID_STRIDE;
+  return PYR_SUCCESS;
+}
+
+// Runs a kernel for the params' dtype; no exception leaves this function.
+template <typename F32, typename F64>
+pyr_status dispatch(int32_t dtype, F32 f32, F64 f64) {
+  try {
+    if (dtype == PYR_FLOAT32)
+      f32();
+    else
+      f64();
+    return PYR_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return PYR_ERROR_OUT_OF_MEMORY;
+  } catch (...) {
+    return PYR_ERROR_INVALID_ARGUMENT;
+  }
+}
+
+}  // namespace
+
+extern "C" pyr_status pyr_masked_conv2d_fwd_cpu(const pyr_masked_conv2d_params* p) {
+  if (pyr_status s = check_fwd(p)) return s;
+  return dispatch(
+      p->dtype, [&] { masked_conv2d_fwd<float>(p); }, [&] { masked_conv2d_fwd<double>(p); });
+}
+
+extern "C" pyr_status pyr_masked_conv2d_bwd_cpu(const pyr_masked_conv2d_bwd_params* p) {
+  if (pyr_status s = check_bwd(p)) return s;
+  return dispatch(
+      p->dtype, [&] { masked_conv2d_bwd<float>(p); }, [&] { masked_conv2d_bwd<double>(p); });
+}
