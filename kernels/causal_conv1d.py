@@ -11,8 +11,10 @@ csrc/torch/causal_conv1d.cpp:
   transposed convolution whose taps look forward in time (dy = 0 from t = T on); dW, a reduction
   over batch rows and time of dy times the shifted x; db, the sums of dy.
 
-Every product goes through tl.dot, padded lanes included, so that a non-finite weight meets the
-padding's zeros and makes NaN exactly where the reference does. Sums accumulate in float32
+Products go through tl.dot on tiles padded to 16 with masks, except in depthwise convolutions
+(one input and one output channel per group), whose programs cover blocks of channels and take
+elementwise products. Either way every tap multiplies the padding's zeros too, so that a
+non-finite weight makes NaN exactly where the reference does. Sums accumulate in float32
 (float64 for float64 inputs); every tensor that an op returns is in the input dtype.
 """
 
@@ -293,6 +295,126 @@ def _causal_conv1d_bwd_kernel_bias(
     tl.store(dbias_ptr + split.to(tl.int64) * channels + chans, dbias, mask=chan_mask)
 
 
+@triton.jit
+def _causal_conv1d_fwd_kernel_depthwise(
+    # pointers: in from x (or dy), out to y (or dx); the bias is read only when HAS_BIAS
+    in_ptr,
+    weight_ptr,
+    bias_ptr,
+    out_ptr,
+    # sizes: channels, time steps, kernel size, dilation, and the direction of the taps:
+    # -1 for the forward (back in time), +1 for dx (forward in time)
+    channels,
+    length,
+    taps,
+    dilation,
+    direction,
+    # strides, in elements (the weight is contiguous (C, 1, K))
+    stride_in_b,
+    stride_in_c,
+    stride_in_t,
+    stride_out_b,
+    stride_out_c,
+    stride_out_t,
+    # a program covers BLOCK_C channels x BLOCK_T time steps of one batch row
+    HAS_BIAS: tl.constexpr,
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+):
+    batch_row = tl.program_id(0).to(tl.int64)
+    chans = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    times = tl.program_id(2) * BLOCK_T + tl.arange(0, BLOCK_T)
+    chan_mask = chans < channels
+    time_mask = times < length
+    in_rows = in_ptr + batch_row * stride_in_b + chans.to(tl.int64)[:, None] * stride_in_c
+
+    acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=ACC_DTYPE)
+    for k in range(taps):
+        # outside [0, T) the tap reads the padding's zeros, which still meet the weight
+        sources = times + direction * (taps - 1 - k) * dilation
+        source_mask = time_mask & (sources >= 0) & (sources < length)
+        w = tl.load(weight_ptr + chans * taps + k, mask=chan_mask, other=0)
+        x = tl.load(
+            in_rows + sources.to(tl.int64)[None, :] * stride_in_t,
+            mask=chan_mask[:, None] & source_mask[None, :],
+            other=0,
+        )
+        acc += w.to(ACC_DTYPE)[:, None] * x.to(ACC_DTYPE)
+
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + chans, mask=chan_mask, other=0)
+        acc += bias.to(ACC_DTYPE)[:, None]
+    out_ptrs = (
+        out_ptr
+        + batch_row * stride_out_b
+        + chans.to(tl.int64)[:, None] * stride_out_c
+        + times.to(tl.int64)[None, :] * stride_out_t
+    )
+    tl.store(
+        out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=chan_mask[:, None] & time_mask[None, :]
+    )
+
+
+@triton.jit
+def _causal_conv1d_bwd_kernel_weight_depthwise(
+    # pointers: the output holds one (C, 1, K) slice per split, contiguous
+    dy_ptr,
+    x_ptr,
+    dweight_ptr,
+    # sizes: channels, time steps, kernel size, dilation, then the (batch row, time block)
+    # chunks of the reduction and how many each split sums
+    channels,
+    length,
+    taps,
+    dilation,
+    num_chunks,
+    chunks_per_split,
+    # strides, in elements
+    stride_dy_b,
+    stride_dy_c,
+    stride_dy_t,
+    stride_x_b,
+    stride_x_c,
+    stride_x_t,
+    # a program covers BLOCK_C channels of one tap, BLOCK_T time steps at a time
+    BLOCK_C: tl.constexpr,
+    BLOCK_T: tl.constexpr,
+    ACC_DTYPE: tl.constexpr,
+):
+    split = tl.program_id(0)
+    chans = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    k = tl.program_id(2)
+    chan_mask = chans < channels
+    reach = (taps - 1 - k) * dilation
+    dy_rows = dy_ptr + chans.to(tl.int64)[:, None] * stride_dy_c
+    x_rows = x_ptr + chans.to(tl.int64)[:, None] * stride_x_c
+    time_blocks = tl.cdiv(length, BLOCK_T)
+
+    acc = tl.zeros((BLOCK_C, BLOCK_T), dtype=ACC_DTYPE)
+    first = split * chunks_per_split
+    for chunk in range(first, tl.minimum(first + chunks_per_split, num_chunks)):
+        batch_row = (chunk // time_blocks).to(tl.int64)
+        times = (chunk % time_blocks) * BLOCK_T + tl.arange(0, BLOCK_T)
+        sources = times - reach
+        time_mask = times < length
+        dy = tl.load(
+            dy_rows + batch_row * stride_dy_b + times.to(tl.int64)[None, :] * stride_dy_t,
+            mask=chan_mask[:, None] & time_mask[None, :],
+            other=0,
+        )
+        x = tl.load(
+            x_rows + batch_row * stride_x_b + sources.to(tl.int64)[None, :] * stride_x_t,
+            mask=chan_mask[:, None] & (time_mask & (sources >= 0))[None, :],
+            other=0,
+        )
+        acc += dy.to(ACC_DTYPE) * x.to(ACC_DTYPE)
+
+    dweight = tl.sum(acc, axis=1).to(dweight_ptr.dtype.element_ty)
+    dweight_ptrs = dweight_ptr + split.to(tl.int64) * (channels * taps) + chans * taps + k
+    tl.store(dweight_ptrs, dweight, mask=chan_mask)
+
+
 def _splits(t, tiles, num_chunks):
     # programs per output tile of a reduction over num_chunks chunks: enough to fill a GPU
     # (a few programs per multiprocessor), one under the interpreter, where each costs time
@@ -302,17 +424,48 @@ def _splits(t, tiles, num_chunks):
     return max(1, min(num_chunks, triton.cdiv(target, tiles)))
 
 
+def _depthwise(src, weight, bias, out, dilation, direction):
+    # out[b, c, t] = bias[c] + sum_k W[c, 0, k] src[b, c, t + direction (K - 1 - k) d]: the
+    # forward (direction -1, from x) or dx (direction +1, from dy) of a depthwise convolution
+    batch, channels, length = src.shape
+    block_c = _block(channels, 1, 16)
+    block_t = _block(length, 16, 128)
+    grid = (batch, triton.cdiv(channels, block_c), triton.cdiv(length, block_t))
+    _causal_conv1d_fwd_kernel_depthwise[grid](
+        src,
+        weight,
+        out if bias is None else bias,
+        out,
+        channels,
+        length,
+        weight.shape[2],
+        dilation,
+        direction,
+        *src.stride(),
+        *out.stride(),
+        HAS_BIAS=bias is not None,
+        BLOCK_C=block_c,
+        BLOCK_T=block_t,
+        ACC_DTYPE=_accumulator(src.dtype),
+    )
+
+
 def _causal_conv1d_fwd(x, weight, bias, dilation, groups):
     """y[b, o, t] = bias[o] + sum_i sum_k W[o, i, k] x[b, i, t - (K - 1 - k) d], x = 0 for t < 0.
 
     x: (B, C_in, T) with any strides; weight: (C_out, C_in / groups, K), contiguous; bias:
-    (C_out,), contiguous, or None. Returns y (B, C_out, T), contiguous.
+    (C_out,), contiguous, or None. Returns y (B, C_out, T), contiguous. A depthwise
+    convolution (one input and one output per group) takes elementwise products instead.
     """
     batch, _, length = x.shape
     out_channels, in_per_group, taps = weight.shape
     out_per_group = out_channels // groups
     y = x.new_empty(batch, out_channels, length)
     if y.numel() == 0:
+        return y
+    if in_per_group == 1 and out_per_group == 1:
+        with _device_guard(x):
+            _depthwise(x, weight, bias, y, dilation, -1)
         return y
 
     block_o = _block(out_per_group, 16, 64)
@@ -371,10 +524,13 @@ def _causal_conv1d_bwd(dy, x, weight, dilation, groups, output_mask):
     acc_dtype = _accumulator(dy.dtype)
     dot_dtype = _dot_operand(dy)
     sum_dtype = torch.float64 if dy.dtype == torch.float64 else torch.float32
+    depthwise = in_per_group == 1 and out_per_group == 1
     block_t = _block(length, 16, 64)
     num_chunks = batch * triton.cdiv(length, block_t)
     with _device_guard(dy):
-        if need_dx:
+        if need_dx and depthwise:
+            _depthwise(dy, weight, None, dx, dilation, 1)
+        elif need_dx:
             block_i = _block(in_per_group, 16, 64)
             block_o = _block(out_per_group, 16, 32)
             grid = (
@@ -401,7 +557,34 @@ def _causal_conv1d_bwd(dy, x, weight, dilation, groups, output_mask):
                 DOT_DTYPE=dot_dtype,
             )
 
-        if need_dweight:
+        if need_dweight and depthwise:
+            block_c = _block(out_channels, 1, 16)
+            tiles = triton.cdiv(out_channels, block_c) * taps
+            splits = _splits(dy, tiles, num_chunks)
+            partial = (
+                dweight if splits == 1 else dy.new_empty(splits, *weight.shape, dtype=sum_dtype)
+            )
+            _causal_conv1d_bwd_kernel_weight_depthwise[
+                (splits, triton.cdiv(out_channels, block_c), taps)
+            ](
+                dy,
+                x,
+                partial,
+                out_channels,
+                length,
+                taps,
+                dilation,
+                num_chunks,
+                triton.cdiv(num_chunks, splits),
+                *dy.stride(),
+                *x.stride(),
+                BLOCK_C=block_c,
+                BLOCK_T=block_t,
+                ACC_DTYPE=acc_dtype,
+            )
+            if splits > 1:
+                dweight.copy_(partial.sum(dim=0))
+        elif need_dweight:
             block_o = _block(out_per_group, 16, 64)
             block_i = _block(in_per_group, 16, 64)
             tiles = (

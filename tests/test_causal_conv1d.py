@@ -38,8 +38,8 @@ CASES = [
 
 # Under the Triton interpreter every program runs in Python, one after another: smaller cases
 # that still cover K 1, 2, 3, dilations 1, 2, 7, 64 (past the whole sequence too), groups 1, 2
-# and depthwise, T 1, 3, 63, 129, and tiles of several channel and time blocks (40 inputs and
-# 70 outputs exceed one block of each).
+# and depthwise (and one input with two outputs per group, which is not), T 1, 3, 63, 129, and
+# tiles of several channel and time blocks (40 inputs and 70 outputs exceed one block of each).
 INTERPRETED_CASES = [
     (1, 3, 5, 1, 1, 1, 1, True),
     (3, 4, 6, 3, 2, 1, 1, False),
@@ -48,7 +48,7 @@ INTERPRETED_CASES = [
     (2, 4, 8, 129, 2, 64, 2, False),
     (1, 6, 6, 63, 2, 64, 6, True),
     (1, 40, 70, 129, 2, 7, 1, True),
-    (2, 6, 12, 3, 3, 64, 3, True),
+    (2, 3, 6, 3, 3, 64, 3, True),
 ]
 INTERPRETED = DEVICE == "cpu"
 
@@ -157,19 +157,20 @@ def test_gradients_of_a_subset(backend, groups):
 
 
 @pytest.mark.skipif("triton" not in CONV_BACKENDS, reason="triton cannot run here")
+@pytest.mark.parametrize("groups", [2, 6], ids=["grouped", "depthwise"])
 @pytest.mark.parametrize("splits", [3, 4], ids=["even", "one-empty"])
-def test_triton_split_reductions(monkeypatch, splits):
+def test_triton_split_reductions(monkeypatch, splits, groups):
     # a GPU splits each tile's weight and bias sums over several programs and adds their partial
     # sums after; forced here on any device: 6 (row, time block) chunks over 3 or 4 splits, the
     # last of 4 with nothing to sum
     triton_kernels = importlib.import_module("pyreversible.kernels.causal_conv1d")
     monkeypatch.setattr(triton_kernels, "_splits", lambda t, tiles, num_chunks: splits)
     x = torch.randn(2, 6, 129, dtype=torch.float64, device=DEVICE, requires_grad=True)
-    weight, b = conv_params(6, 4, 3, 2, True, torch.float64)
+    weight, b = conv_params(6, 6, 3, groups, True, torch.float64)
     weight.requires_grad_()
     b.requires_grad_()
-    cotangent = torch.randn(2, 4, 129, dtype=torch.float64, device=DEVICE)
-    check_against("triton", x, weight, b, 7, 2, cotangent, torch.float64)
+    cotangent = torch.randn(2, 6, 129, dtype=torch.float64, device=DEVICE)
+    check_against("triton", x, weight, b, 7, groups, cotangent, torch.float64)
 
 
 @pytest.mark.parametrize("backend", CONV_BACKENDS)
