@@ -424,6 +424,12 @@ def _splits(t, tiles, num_chunks):
     return max(1, min(num_chunks, triton.cdiv(target, tiles)))
 
 
+def _widest(t):
+    # the widest channel block of a tl.dot tile: float64 tiles at 64 would take 128 KiB of
+    # shared memory in the weight gradient, more than most GPUs give a program
+    return 32 if t.dtype == torch.float64 else 64
+
+
 def _depthwise(src, weight, bias, out, dilation, direction):
     # out[b, c, t] = bias[c] + sum_k W[c, 0, k] src[b, c, t + direction (K - 1 - k) d]: the
     # forward (direction -1, from x) or dx (direction +1, from dy) of a depthwise convolution
@@ -468,7 +474,7 @@ def _causal_conv1d_fwd(x, weight, bias, dilation, groups):
             _depthwise(x, weight, bias, y, dilation, -1)
         return y
 
-    block_o = _block(out_per_group, 16, 64)
+    block_o = _block(out_per_group, 16, _widest(x))
     block_i = _block(in_per_group, 16, 32)
     block_t = _block(length, 16, 64)
     grid = (batch * groups, triton.cdiv(out_per_group, block_o), triton.cdiv(length, block_t))
@@ -531,7 +537,7 @@ def _causal_conv1d_bwd(dy, x, weight, dilation, groups, output_mask):
         if need_dx and depthwise:
             _depthwise(dy, weight, None, dx, dilation, 1)
         elif need_dx:
-            block_i = _block(in_per_group, 16, 64)
+            block_i = _block(in_per_group, 16, _widest(dy))
             block_o = _block(out_per_group, 16, 32)
             grid = (
                 batch * groups,
@@ -585,8 +591,8 @@ def _causal_conv1d_bwd(dy, x, weight, dilation, groups, output_mask):
             if splits > 1:
                 dweight.copy_(partial.sum(dim=0))
         elif need_dweight:
-            block_o = _block(out_per_group, 16, 64)
-            block_i = _block(in_per_group, 16, 64)
+            block_o = _block(out_per_group, 16, _widest(dy))
+            block_i = _block(in_per_group, 16, _widest(dy))
             tiles = (
                 groups * triton.cdiv(out_per_group, block_o) * triton.cdiv(in_per_group, block_i)
             ) * taps
