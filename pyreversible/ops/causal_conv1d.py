@@ -27,8 +27,7 @@ def _kernels(backend):
 
 
 class CausalConv1dFunction(torch.autograd.Function):
-    """y = causal_conv1d(x, weight, bias) on compiled kernels; config = (backend, dilation,
-    groups)."""
+    """y = causal_conv1d(x, weight, bias) on compiled kernels; config = (backend, d, groups)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, config):
