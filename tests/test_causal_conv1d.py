@@ -1,6 +1,8 @@
 """Causal dilated convolution: every backend against the reference and nn.Conv1d on the
 left-padded input, outputs and every gradient."""
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,7 +12,7 @@ from torch import nn
 import pyreversible
 from pyreversible import _backend, ops, reference
 from pyreversible.nn import CausalConv1d
-from pyreversible.ops.causal_conv1d import _BACKENDS
+from pyreversible.ops.causal_conv1d import _BACKENDS, _kernels
 
 # the compiled backends this op has on the test device, of those that can run here
 CONV_BACKENDS = [b for b in BACKENDS if b in _BACKENDS.get(DEVICE, ())]
@@ -33,7 +35,40 @@ CASES = [
     (3, 32, 32, 1000, 2, 2, 1, True),
     (3, 4, 8, 63, 3, 1, 4, True),
 ]
-CASE_IDS = ["B{}-C{}to{}-T{}-K{}-d{}-g{}-bias{:d}".format(*c) for c in CASES]
+
+# Under the Triton interpreter every program runs in Python, one after another: smaller cases
+# that still cover K 1, 2, 3, dilations 1, 2, 7, 64 (past the whole sequence too), groups 1, 2
+# and depthwise (and one input with two outputs per group, which is not), T 1, 3, 63, 129, and
+# tiles of several channel and time blocks (40 inputs and 70 outputs exceed one block of each).
+INTERPRETED_CASES = [
+    (1, 3, 5, 1, 1, 1, 1, True),
+    (3, 4, 6, 3, 2, 1, 1, False),
+    (1, 4, 6, 63, 3, 2, 2, True),
+    (2, 4, 4, 129, 3, 7, 4, True),
+    (2, 4, 8, 129, 2, 64, 2, False),
+    (1, 6, 6, 63, 2, 64, 6, True),
+    (1, 40, 70, 129, 2, 7, 1, True),
+    (2, 3, 6, 3, 3, 64, 3, True),
+]
+INTERPRETED = DEVICE == "cpu"
+
+
+def case_id(case):
+    return "B{}-C{}to{}-T{}-K{}-d{}-g{}-bias{:d}".format(*case)
+
+
+def backend_cases(backends):
+    # (backend, dtype, case): every case on each backend, the small ones on interpreted Triton,
+    # which also takes float16 and bfloat16 (the CPU's C++ kernels do not)
+    params = []
+    for backend in backends:
+        interpreted = backend == "triton" and INTERPRETED
+        dtypes = [*DTYPES, torch.float16, torch.bfloat16] if interpreted else DTYPES
+        for dtype in dtypes:
+            for case in INTERPRETED_CASES if interpreted else CASES:
+                ident = f"{backend}-{str(dtype).removeprefix('torch.')}-{case_id(case)}"
+                params.append(pytest.param(backend, dtype, case, id=ident))
+    return params
 
 
 def conv_params(c_in, c_out, taps, groups, bias, dtype):
@@ -74,9 +109,7 @@ def check_against(backend, x, weight, bias, dilation, groups, cotangent, dtype):
             assert_close(got, want, dtype)
 
 
-@pytest.mark.parametrize("backend", CONV_BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("backend", "dtype", "case"), backend_cases(CONV_BACKENDS))
 def test_matches_reference_and_conv1d(backend, dtype, case):
     batch, c_in, c_out, length, taps, dilation, groups, bias = case
     x = torch.randn(batch, c_in, length, dtype=dtype, device=DEVICE, requires_grad=True)
@@ -123,6 +156,23 @@ def test_gradients_of_a_subset(backend, groups):
     check_against(backend, x, weight, None, 5, groups, cotangent, torch.float64)
 
 
+@pytest.mark.skipif("triton" not in CONV_BACKENDS, reason="triton cannot run here")
+@pytest.mark.parametrize("groups", [2, 6], ids=["grouped", "depthwise"])
+@pytest.mark.parametrize("splits", [3, 4], ids=["even", "one-empty"])
+def test_triton_split_reductions(monkeypatch, splits, groups):
+    # a GPU splits each tile's weight and bias sums over several programs and adds their partial
+    # sums after; forced here on any device: 6 (row, time block) chunks over 3 or 4 splits, the
+    # last of 4 with nothing to sum
+    triton_kernels = importlib.import_module("pyreversible.kernels.causal_conv1d")
+    monkeypatch.setattr(triton_kernels, "_splits", lambda t, tiles, num_chunks: splits)
+    x = torch.randn(2, 6, 129, dtype=torch.float64, device=DEVICE, requires_grad=True)
+    weight, b = conv_params(6, 6, 3, groups, True, torch.float64)
+    weight.requires_grad_()
+    b.requires_grad_()
+    cotangent = torch.randn(2, 6, 129, dtype=torch.float64, device=DEVICE)
+    check_against("triton", x, weight, b, 7, groups, cotangent, torch.float64)
+
+
 @pytest.mark.parametrize("backend", CONV_BACKENDS)
 def test_no_grad_matches_reference(backend):
     x = torch.randn(3, 8, 129, device=DEVICE)
@@ -164,8 +214,11 @@ def test_gradcheck(backend, case):
     def fn(x, weight, *b):
         return ops.causal_conv1d(x, weight, b[0] if b else None, dilation, groups)
 
+    # interpreted Triton checks random directions of the Jacobian (fast mode): the full one
+    # takes a kernel launch per input element, each a Python loop over programs
+    fast = backend == "triton" and INTERPRETED
     with pyreversible.use_backend(backend):
-        assert torch.autograd.gradcheck(fn, (x, *params))
+        assert torch.autograd.gradcheck(fn, (x, *params), fast_mode=fast)
 
 
 @pytest.mark.parametrize("backend", CONV_BACKENDS)
@@ -176,7 +229,7 @@ def test_opcheck(backend, groups):
     dy = torch.randn(3, 6, 17, dtype=torch.float64, device=DEVICE)
     # the ops carry no autograd of their own (CausalConv1dFunction in pyreversible.ops does)
     utils = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-    fwd, bwd = torch.ops.pyreversible.causal_conv1d_fwd, torch.ops.pyreversible.causal_conv1d_bwd
+    fwd, bwd = _kernels(backend).causal_conv1d_fwd, _kernels(backend).causal_conv1d_bwd
     torch.library.opcheck(fwd, (x, weight, b, 2, groups), test_utils=utils)
     torch.library.opcheck(fwd, (strided(x), weight, None, 5, groups), test_utils=utils)
     torch.library.opcheck(bwd, (dy, x, weight, 2, groups, [True, True, True]), test_utils=utils)
@@ -304,7 +357,7 @@ def test_kernel_checks_its_arguments(backend):
     # the torch layer's own checks answer before any kernel runs, with the op's name
     x = torch.randn(2, 4, 10, device=DEVICE)
     w = torch.randn(6, 2, 3, device=DEVICE)
-    fwd, bwd = torch.ops.pyreversible.causal_conv1d_fwd, torch.ops.pyreversible.causal_conv1d_bwd
+    fwd, bwd = _kernels(backend).causal_conv1d_fwd, _kernels(backend).causal_conv1d_bwd
     with pytest.raises(ValueError, match="causal_conv1d_fwd: dilation must be >= 1"):
         fwd(x, w, None, 0, 2)
     with pytest.raises(ValueError, match="causal_conv1d_fwd: x has 4 channels"):
@@ -325,7 +378,7 @@ def test_backends_the_op_does_not_have():
             pytest.raises(pyreversible.BackendUnavailableError, match="op has no cpp kernels"),
         ):
             _backend.resolve("op", cpu, torch.float32, backends={"cuda": ("cpp",)})
-    # on CUDA this op has no kernels yet: auto takes the reference there
+    # on CUDA this op has Triton kernels only: auto takes them there
     if torch.cuda.is_available():
         x = torch.randn(2, 4, 10, device="cuda")
         w = torch.randn(4, 4, 2, device="cuda")

@@ -3,7 +3,8 @@
 y[b, o, t] = bias[o] + sum_i sum_k W[o, i, k] * x[b, i, t - (K - 1 - k) * d], x = 0 before t = 0.
 
 Runs on the backend chosen by pyreversible.set_backend (see pyreversible._backend). The op has
-C++ CPU kernels (float32, float64) so far; on other devices `auto` takes the reference.
+C++ CPU kernels (float32, float64) and Triton kernels (native on CUDA, under the interpreter on
+the CPU); no CUDA C++ kernels yet.
 """
 
 import torch
@@ -12,25 +13,35 @@ from pyreversible import _backend
 from pyreversible.reference.causal_conv1d import causal_conv1d as reference_causal_conv1d
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp",)}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("triton",)}
+
+# Kernel namespace of each compiled backend: the same op names live in both.
+_NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}
+
+
+def _kernels(backend):
+    if backend == "triton":
+        # importing the module registers the pyreversible_triton ops
+        import pyreversible.kernels.causal_conv1d  # noqa: F401
+    return getattr(torch.ops, _NAMESPACE[backend])
 
 
 class CausalConv1dFunction(torch.autograd.Function):
-    """y = causal_conv1d(x, weight, bias) on the C++ kernels; config = (dilation, groups)."""
+    """y = causal_conv1d(x, weight, bias) on compiled kernels; config = (backend, d, groups)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, config):
-        dilation, groups = config
+        backend, dilation, groups = config
         ctx.config = config
         ctx.save_for_backward(x, weight)
-        return torch.ops.pyreversible.causal_conv1d_fwd(x, weight, bias, dilation, groups)
+        return _kernels(backend).causal_conv1d_fwd(x, weight, bias, dilation, groups)
 
     @staticmethod
     def backward(ctx, dy):
-        dilation, groups = ctx.config
+        backend, dilation, groups = ctx.config
         x, weight = ctx.saved_tensors
         mask = list(ctx.needs_input_grad[:3])
-        dx, dweight, dbias = torch.ops.pyreversible.causal_conv1d_bwd(
+        dx, dweight, dbias = _kernels(backend).causal_conv1d_bwd(
             dy, x, weight, dilation, groups, mask
         )
         return dx, dweight, dbias, None
@@ -119,9 +130,9 @@ def causal_conv1d(x, weight, bias=None, dilation=1, groups=1):
         return reference_causal_conv1d(x, weight, bias, dilation, groups)
     tensors = (x, weight) if bias is None else (x, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return CausalConv1dFunction.apply(x, weight, bias, (dilation, groups))
+        return CausalConv1dFunction.apply(x, weight, bias, (backend, dilation, groups))
     # inference (generation, evaluation): no autograd node, nothing saved
-    return torch.ops.pyreversible.causal_conv1d_fwd(x, weight, bias, dilation, groups)
+    return _kernels(backend).causal_conv1d_fwd(x, weight, bias, dilation, groups)
 
 
 def _register_fakes():
