@@ -2,5 +2,6 @@
 
 from pyreversible.ops.additive_coupling import additive_coupling, additive_coupling_mlp
 from pyreversible.ops.causal_conv1d import causal_conv1d
+from pyreversible.ops.wavenet_layer import wavenet_layer
 
-__all__ = ["additive_coupling", "additive_coupling_mlp", "causal_conv1d"]
+__all__ = ["additive_coupling", "additive_coupling_mlp", "causal_conv1d", "wavenet_layer"]

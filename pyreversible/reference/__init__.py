@@ -9,6 +9,7 @@ from pyreversible.reference.additive_coupling import (
     partition_split,
 )
 from pyreversible.reference.causal_conv1d import causal_conv1d
+from pyreversible.reference.wavenet_layer import wavenet_layer
 
 __all__ = [
     "PARTITIONS",
@@ -18,4 +19,5 @@ __all__ = [
     "mlp",
     "partition_merge",
     "partition_split",
+    "wavenet_layer",
 ]
