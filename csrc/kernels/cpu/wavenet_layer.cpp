@@ -28,6 +28,7 @@
 #include <cstring>
 #include <memory>
 #include <new>
+#include <type_traits>
 #include <vector>
 
 #include "cpu/gemm.h"
@@ -38,7 +39,10 @@ namespace {
 using pyr_cpu::Gemm;
 using pyr_cpu::gemm;
 using pyr_cpu::gemm_scratch_size;
+using pyr_cpu::kLanes;
 using pyr_cpu::kNR;
+using pyr_cpu::load_vec;
+using pyr_cpu::store_vec;
 
 // Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
 // arithmetic far from overflow.
@@ -122,6 +126,19 @@ void load_tile(const T* src, int64_t sr, int64_t st, int64_t rows, int64_t nt, T
   }
 }
 
+// dst[r * sr + n * st] = tile[r * ld + n] for a rows by nt block.
+template <typename T>
+void store_tile(const T* tile, int64_t ld, int64_t rows, int64_t nt, T* dst, int64_t sr,
+                int64_t st) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (st == 1) {
+      std::memcpy(dst + r * sr, tile + r * ld, nt * sizeof(T));
+    } else {
+      for (int64_t n = 0; n < nt; ++n) dst[r * sr + n * st] = tile[r * ld + n];
+    }
+  }
+}
+
 // Gathers the taps of x's channels (strides sc, st) for the nt time steps from t0: row
 // i * K + k of `tile` holds x[i, t0 + n - shift(k)], and 0 where that time is before 0.
 template <typename T>
@@ -142,6 +159,69 @@ void gather_taps(const T* x, int64_t sc, int64_t st, const Shape& s, int64_t t0,
 template <typename T>
 T sigmoid(T v) {
   return T(1) / (T(1) + std::exp(-v));
+}
+
+typedef pyr_cpu::Vec<float>::type VF;
+constexpr int kLanesF = kLanes<float>;
+
+// exp of 8 floats at once (libm's expf is scalar, and the gate takes two exponentials per
+// element, as many as the GEMMs' time at these sizes when scalar): 2^n e^r with
+// n = round(v / ln 2) and a degree-6 polynomial for e^r on |r| <= ln 2 / 2, good to about 2
+// ulp. v is clamped to where 2^n is a normal float, so a result that would underflow is
+// ~1e-38 instead of 0 and one that would overflow ~2e38 instead of infinity; a NaN stays NaN.
+inline VF exp_vec(VF v) {
+  const VF hi = VF{} + 88.3f, lo = VF{} + -87.3f;
+  v = v > hi ? hi : v;
+  v = v < lo ? lo : v;
+  const VF fn = v * 1.44269504088896341f + 0.5f;
+  typedef int32_t VI __attribute__((vector_size(32)));
+  VI n = __builtin_convertvector(fn, VI);
+  VF nf = __builtin_convertvector(n, VF);
+  // the conversion truncates toward zero; this makes it the floor
+  n = nf > fn ? n - 1 : n;
+  nf = __builtin_convertvector(n, VF);
+  const VF r = v - nf * 0.693359375f - nf * -2.12194440e-4f;
+  VF y = VF{} + 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  VI bits = (n + 127) << 23;
+  VF scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return y * scale;
+}
+
+// tanh from one exponential, t = e^(-2|v|): tanh |v| = (1 - t) / (1 + t), whose 1 - t loses
+// relative accuracy near 0, where the Taylor series to v^7 takes over.
+inline VF tanh_vec(VF v) {
+  const VF mag = v < 0.0f ? -v : v;
+  const VF t = exp_vec(-2.0f * mag);
+  VF big = (1.0f - t) / (1.0f + t);
+  big = v < 0.0f ? -big : big;
+  const VF v2 = v * v;
+  const VF small = v + v * v2 * (-1.0f / 3 + v2 * (2.0f / 15 + v2 * (-17.0f / 315)));
+  // a NaN fails both comparisons and takes `big`, which is NaN
+  return mag < 0.125f ? small : big;
+}
+
+// th[n] = tanh(zf[n]), sg[n] = sigmoid(zg[n]) for n < count: the gate's two halves. float in
+// vector lanes; double through libm, to keep its full precision.
+template <typename T>
+void gate_halves(const T* zf, const T* zg, T* th, T* sg, int64_t count) {
+  int64_t n = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; n + kLanesF <= count; n += kLanesF) {
+      store_vec(th + n, tanh_vec(load_vec(zf + n)));
+      store_vec(sg + n, 1.0f / (1.0f + exp_vec(-load_vec(zg + n))));
+    }
+  }
+  for (; n < count; ++n) {
+    th[n] = std::tanh(zf[n]);
+    sg[n] = sigmoid(zg[n]);
+  }
 }
 
 template <typename T>
@@ -195,8 +275,9 @@ void layer_fwd(const pyr_wavenet_layer_params* p) {
   const int64_t items = s.batch * tiles;
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));
   const int64_t ld = leading_dim<T>(tile);
-  // per thread: the input block, z, a, the projections' output and the GEMM scratch.
-  const int64_t per_thread = (in_rows + gg + s.gate + out_rows) * ld + gemm_scratch_size<T>();
+  // per thread: the input block, z, a, the projections' output, one row of sigmoids and the
+  // GEMM scratch.
+  const int64_t per_thread = (in_rows + gg + s.gate + out_rows + 1) * ld + gemm_scratch_size<T>();
   std::unique_ptr<T[]> work(new T[per_thread * threads]);
 
 #pragma omp parallel num_threads(threads)
@@ -205,7 +286,8 @@ void layer_fwd(const pyr_wavenet_layer_params* p) {
     T* z = in + in_rows * ld;
     T* a = z + gg * ld;
     T* out = a + s.gate * ld;
-    T* scratch = out + out_rows * ld;
+    T* sg = out + out_rows * ld;
+    T* scratch = sg + ld;
 
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
@@ -221,26 +303,27 @@ void layer_fwd(const pyr_wavenet_layer_params* p) {
         for (int64_t o = 0; o < gg; ++o)
           std::memcpy(gate_input + (b * gg + o) * s.length + t0, z + o * ld, nt * sizeof(T));
 
-      for (int64_t i = 0; i < s.gate; ++i)
-        for (int64_t n = 0; n < nt; ++n)
-          a[i * ld + n] = std::tanh(z[i * ld + n]) * sigmoid(z[(s.gate + i) * ld + n]);
+      for (int64_t i = 0; i < s.gate; ++i) {
+        T* ai = a + i * ld;
+        gate_halves(z + i * ld, z + (s.gate + i) * ld, ai, sg, nt);
+        for (int64_t n = 0; n < nt; ++n) ai[n] *= sg[n];
+      }
 
       Gemm<T> go{out_rows, nt, s.gate, w_out.data(), s.gate,       1,
                  a,        ld, out,    ld,           b_out.data(), false};
       gemm(go, scratch);
 
       T* skip_t = skip + b * p->stride_skip_b + t0 * p->stride_skip_t;
-      for (int64_t o = 0; o < s.skip; ++o)
-        for (int64_t n = 0; n < nt; ++n)
-          skip_t[o * p->stride_skip_c + n * p->stride_skip_t] = out[o * ld + n];
+      store_tile(out, ld, s.skip, nt, skip_t, p->stride_skip_c, p->stride_skip_t);
       // x's own tile is the gathered tap of shift 0 (tap K - 1) of each channel.
       T* next_t = x_next + b * p->stride_x_next_b + t0 * p->stride_x_next_t;
       for (int64_t i = 0; i < s.residual; ++i) {
-        const T* res = out + (s.skip + i) * ld;
+        T* res = out + (s.skip + i) * ld;
         const T* xi = in + (i * s.taps + s.taps - 1) * ld;
-        for (int64_t n = 0; n < nt; ++n)
-          next_t[i * p->stride_x_next_c + n * p->stride_x_next_t] = xi[n] + res[n];
+        for (int64_t n = 0; n < nt; ++n) res[n] += xi[n];
       }
+      store_tile(out + s.skip * ld, ld, s.residual, nt, next_t, p->stride_x_next_c,
+                 p->stride_x_next_t);
     }
   }
 }
@@ -283,8 +366,9 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   const int64_t ld = leading_dim<T>(tile);
 
   // per thread: the tile of [dskip; dx_next], da, a transposed (time, channel), c_local's tile
-  // transposed and a dc_local tile, the product of one tile for a weight gradient, the GEMM
-  // scratch, then the partial sums of [dW_s; dW_r], [db_s; db_r], dW_local and dz over time.
+  // transposed and a dc_local tile, the product of one tile for a weight gradient, a row of
+  // tanh and one of sigmoid, the GEMM scratch, then the partial sums of [dW_s; dW_r], [db_s; db_r],
+  // dW_local and dz over time.
   const int64_t size_dout = out_rows * ld, size_da = s.gate * ld, size_at = ld * s.gate;
   const int64_t size_ct = s.local ? ld * s.local : 0, size_dc = s.local ? s.local * ld : 0;
   const int64_t size_prod = std::max(out_rows * s.gate, gg * s.local);
@@ -292,7 +376,7 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   const int64_t size_dw_local = gg * s.local, size_dz_sum = want_dz_sum ? s.batch * gg : 0;
   const int64_t size_parts = size_dw_out + size_db_out + size_dw_local + size_dz_sum;
   const int64_t per_thread = size_dout + size_da + size_at + size_ct + size_dc + size_prod +
-                             gemm_scratch_size<T>() + size_parts;
+                             2 * ld + gemm_scratch_size<T>() + size_parts;
   const int64_t offset_parts = per_thread - size_parts;
   std::unique_ptr<T[]> work(new T[per_thread * threads]);
   for (int t = 0; t < threads; ++t)
@@ -306,7 +390,9 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
     T* ct = at + size_at;
     T* dc = ct + size_ct;
     T* prod = dc + size_dc;
-    T* scratch = prod + size_prod;
+    T* th = prod + size_prod;
+    T* sg = th + ld;
+    T* scratch = sg + ld;
     T* part_dw_out = scratch + gemm_scratch_size<T>();
     T* part_db_out = part_dw_out + size_dw_out;
     T* part_dw_local = part_db_out + size_db_out;
@@ -337,12 +423,13 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
         const T* zg = zb + (s.gate + i) * T_len;
         T* dzf = dzb + i * T_len;
         T* dzg = dzb + (s.gate + i) * T_len;
+        gate_halves(zf, zg, th, sg, nt);
         for (int64_t n = 0; n < nt; ++n) {
-          const T th = std::tanh(zf[n]), sg = sigmoid(zg[n]), d = da[i * ld + n];
-          at[n * s.gate + i] = th * sg;
-          dzf[n] = d * sg * (T(1) - th * th);
-          dzg[n] = d * th * sg * (T(1) - sg);
+          const T d = da[i * ld + n];
+          dzf[n] = d * sg[n] * (T(1) - th[n] * th[n]);
+          dzg[n] = d * th[n] * sg[n] * (T(1) - sg[n]);
         }
+        for (int64_t n = 0; n < nt; ++n) at[n * s.gate + i] = th[n] * sg[n];
       }
 
       if (want_dw_out) {
