@@ -5,7 +5,7 @@ import functools
 
 import pytest
 import torch
-from helpers import BACKENDS, DEVICE, DTYPES, assert_close, strided
+from helpers import BACKENDS, DEVICE, DTYPES, TOLERANCES, assert_close, strided
 
 import pyreversible
 from pyreversible import ops, reference
@@ -322,3 +322,26 @@ def test_kernel_checks_its_arguments(backend):
         fwd(x, cw, cb, rw, rb, sw, sb, 1, lc, None, gc, gw, False)
     with pytest.raises(TypeError, match="wavenet_layer_fwd: conv_weight has dtype"):
         fwd(x, cw.double(), cb, rw, rb, sw, sb, 1, lc, lw, gc, gw, False)
+
+
+@pytest.mark.parametrize("backend", LAYER_BACKENDS)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("where", ["x", "conv_weight", "dskip"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_values_propagate_as_in_the_reference(backend, dtype, where, value):
+    # an infinite z saturates the gate (tanh and sigmoid of +-inf), a NaN passes through it:
+    # the kernels must make NaN and infinity exactly where the reference does
+    case = (2, 4, 3, 5, 20, 2, 3, 0, 0)
+    tensors = layer_inputs(case, dtype, requires_grad=False)
+    cotangents = cotangents_for(case, dtype)
+    target = {"x": tensors[0], "conv_weight": tensors[1], "dskip": cotangents[1]}[where]
+    target.view(-1)[5] = value
+    results = []
+    for run in (backend, "reference"):
+        inputs = [t.clone().requires_grad_() for t in tensors[:7]]
+        with pyreversible.use_backend(run):
+            outputs = ops.wavenet_layer(*inputs, 3)
+        results.append([*outputs, *torch.autograd.grad(outputs, inputs, cotangents)])
+    atol, rtol = TOLERANCES[dtype]
+    for got, want in zip(*results, strict=True):
+        torch.testing.assert_close(got, want, atol=atol, rtol=rtol, equal_nan=True)

@@ -164,13 +164,16 @@ T sigmoid(T v) {
 typedef pyr_cpu::Vec<float>::type VF;
 constexpr int kLanesF = kLanes<float>;
 
-// exp of 8 floats at once (libm's expf is scalar, and the gate takes two exponentials per
-// element, as many as the GEMMs' time at these sizes when scalar): 2^n e^r with
+// exp of 8 floats at once: libm's expf is scalar, and through it the gate's two exponentials
+// per element took a quarter of the forward's time at the benchmark's size. 2^n e^r with
 // n = round(v / ln 2) and a degree-6 polynomial for e^r on |r| <= ln 2 / 2, good to about 2
-// ulp. v is clamped to where 2^n is a normal float, so a result that would underflow is
-// ~1e-38 instead of 0 and one that would overflow ~2e38 instead of infinity; a NaN stays NaN.
+// ulp. Computed for v clamped to where 2^n is a normal float; past the ends the result is 0
+// (below the normal range) or infinity (past FLT_MAX), so that a saturated gate's derivative
+// is exactly 0, as torch's is, and 0 times an infinite input makes NaN as there. A NaN stays
+// NaN: it fails every comparison.
 inline VF exp_vec(VF v) {
   const VF hi = VF{} + 88.3f, lo = VF{} + -87.3f;
+  const VF in = v;
   v = v > hi ? hi : v;
   v = v < lo ? lo : v;
   const VF fn = v * 1.44269504088896341f + 0.5f;
@@ -191,7 +194,9 @@ inline VF exp_vec(VF v) {
   VI bits = (n + 127) << 23;
   VF scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return y * scale;
+  y *= scale;
+  y = in > 88.7228f ? VF{} + __builtin_huge_valf() : y;
+  return in < lo ? VF{} : y;
 }
 
 // tanh from one exponential, t = e^(-2|v|): tanh |v| = (1 - t) / (1 + t), whose 1 - t loses
