@@ -10,7 +10,11 @@ import importlib
 # Suite name -> the modules defining its cases, imported only when the suite runs.
 SUITES = {
     "coupling": ("bench.bench_additive_coupling",),
-    "conv": ("bench.bench_causal_conv1d", "bench.bench_masked_conv2d"),
+    "conv": (
+        "bench.bench_causal_conv1d",
+        "bench.bench_wavenet_layer",
+        "bench.bench_masked_conv2d",
+    ),
 }
 
 

@@ -1,4 +1,4 @@
-"""Suite `conv`: one causal dilated convolution (pyreversible.ops.causal_conv1d).
+"""Suite `conv`, causal_conv1d: one causal dilated convolution (pyreversible.ops.causal_conv1d).
 
 Cases, float32, at a WaveNet layer's size (B=8, C_in = C_out = 64, T=16000, one second of
 16 kHz audio), kernel sizes 2 and 3, dilations 1 and 512:

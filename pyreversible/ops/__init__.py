@@ -3,5 +3,12 @@
 from pyreversible.ops.additive_coupling import additive_coupling, additive_coupling_mlp
 from pyreversible.ops.causal_conv1d import causal_conv1d
 from pyreversible.ops.masked_conv2d import masked_conv2d
+from pyreversible.ops.wavenet_layer import wavenet_layer
 
-__all__ = ["additive_coupling", "additive_coupling_mlp", "causal_conv1d", "masked_conv2d"]
+__all__ = [
+    "additive_coupling",
+    "additive_coupling_mlp",
+    "causal_conv1d",
+    "masked_conv2d",
+    "wavenet_layer",
+]

@@ -10,6 +10,7 @@ from pyreversible.reference.additive_coupling import (
 )
 from pyreversible.reference.causal_conv1d import causal_conv1d
 from pyreversible.reference.masked_conv2d import MASK_TYPES, conv_mask, masked_conv2d
+from pyreversible.reference.wavenet_layer import wavenet_layer
 
 __all__ = [
     "MASK_TYPES",
@@ -22,4 +23,5 @@ __all__ = [
     "mlp",
     "partition_merge",
     "partition_split",
+    "wavenet_layer",
 ]

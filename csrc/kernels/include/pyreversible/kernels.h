@@ -333,6 +333,122 @@ typedef struct pyr_masked_conv2d_bwd_params {
 
 pyr_status pyr_masked_conv2d_bwd_cpu(const pyr_masked_conv2d_bwd_params* p);
 
+/*
+ * The gated residual layer of WaveNet, fused:
+ *   z[b, :, t] = conv_bias + sum_k W_conv[:, :, k] x[b, :, t - (K - 1 - k) * d]
+ *                + W_local c_local[b, :, t] + W_global c_global[b],       (2G channels)
+ *   a = tanh(z[:G]) * sigmoid(z[G:]),                                     (G channels)
+ *   skip = W_s a + b_s,  x_next = x + W_r a + b_r,                        (S, R channels)
+ * with x = 0 before t = 0. Each tile of time steps of one batch row runs start to end in cache:
+ * its taps gathered, one GEMM to z (with c_local's tile as extra rows beside the taps), the
+ * gate, one GEMM of [W_s; W_r] to skip and the residual.
+ * x: (batch, R, length) with strides; conv_weight: (2G, R, K) contiguous (nn.Conv1d's layout);
+ * residual_weight: (R, G), skip_weight: (S, G) contiguous; every bias contiguous or NULL for
+ * none. local_cond: (batch, local_channels, length) with strides and local_weight:
+ * (2G, local_channels) contiguous, both NULL (and local_channels 0) for none; global_cond:
+ * (batch, global_channels) with strides and global_weight: (2G, global_channels) contiguous,
+ * likewise. x_next: like x, skip: (batch, S, length), with strides, aliasing no input.
+ * gate_input, when not NULL, receives z as a contiguous (batch, 2G, length) array for the
+ * backward pass. Status codes as for the causal convolution.
+ */
+typedef struct pyr_wavenet_layer_params {
+  int32_t dtype; /* pyr_dtype */
+  int64_t batch;
+  int64_t residual_channels; /* R */
+  int64_t gate_channels;     /* G: the convolution has 2G outputs */
+  int64_t skip_channels;     /* S */
+  int64_t length;            /* T, time steps */
+  int64_t kernel_size;       /* K, taps */
+  int64_t dilation;          /* d, time steps between taps */
+  int64_t local_channels;    /* C_local, 0 for no local conditioning */
+  int64_t global_channels;   /* C_global, 0 for no global conditioning */
+  const void* x;
+  int64_t stride_x_b, stride_x_c, stride_x_t;
+  const void* conv_weight;
+  const void* conv_bias;
+  const void* residual_weight;
+  const void* residual_bias;
+  const void* skip_weight;
+  const void* skip_bias;
+  const void* local_cond;
+  int64_t stride_local_b, stride_local_c, stride_local_t;
+  const void* local_weight;
+  const void* global_cond;
+  int64_t stride_global_b, stride_global_c;
+  const void* global_weight;
+  void* x_next;
+  int64_t stride_x_next_b, stride_x_next_c, stride_x_next_t;
+  void* skip;
+  int64_t stride_skip_b, stride_skip_c, stride_skip_t;
+  void* gate_input;
+  int32_t num_threads; /* CPU: threads to use; 0 means the OpenMP runtime's default */
+  void* stream;        /* CUDA: a cudaStream_t, NULL for the default stream */
+} pyr_wavenet_layer_params;
+
+pyr_status pyr_wavenet_layer_fwd_cpu(const pyr_wavenet_layer_params* p);
+
+/*
+ * Backward of the layer. Given dx_next = dL/dx_next, dskip = dL/dskip and the z saved by the
+ * forward (gate_input):
+ *   da = W_s^T dskip + W_r^T dx_next,
+ *   dz[:G] = da * sigmoid(z[G:]) * (1 - tanh(z[:G])^2),
+ *   dz[G:] = da * tanh(z[:G]) * sigmoid(z[G:]) * (1 - sigmoid(z[G:])),
+ *   dW_s = dskip a^T, db_s = sum dskip, dW_r = dx_next a^T, db_r = sum dx_next,
+ *   dW_local = dz c_local^T, dc_local = W_local^T dz,
+ *   dW_global = (sum_t dz) c_global^T, dc_global = W_global^T sum_t dz,
+ *   dx = dx_next + the causal convolution's dx of dz (its taps look forward in time), and
+ *   dW_conv, db_conv as the causal convolution's backward gives them for dz,
+ * sums over the batch and time. dx and dlocal_cond take strides; every other gradient is
+ * contiguous like its parameter (dglobal_cond (batch, global_channels)). Each gradient may be
+ * NULL, and is then not computed; the others are overwritten, not accumulated into. The
+ * pointers of the forward pass are read as there (x only for dconv_weight).
+ */
+typedef struct pyr_wavenet_layer_bwd_params {
+  int32_t dtype;
+  int64_t batch;
+  int64_t residual_channels;
+  int64_t gate_channels;
+  int64_t skip_channels;
+  int64_t length;
+  int64_t kernel_size;
+  int64_t dilation;
+  int64_t local_channels;
+  int64_t global_channels;
+  const void* x;
+  int64_t stride_x_b, stride_x_c, stride_x_t;
+  const void* conv_weight;
+  const void* residual_weight;
+  const void* skip_weight;
+  const void* local_cond;
+  int64_t stride_local_b, stride_local_c, stride_local_t;
+  const void* local_weight;
+  const void* global_cond;
+  int64_t stride_global_b, stride_global_c;
+  const void* global_weight;
+  const void* gate_input; /* z, contiguous (batch, 2G, length) */
+  const void* dx_next;
+  int64_t stride_dx_next_b, stride_dx_next_c, stride_dx_next_t;
+  const void* dskip;
+  int64_t stride_dskip_b, stride_dskip_c, stride_dskip_t;
+  void* dx;
+  int64_t stride_dx_b, stride_dx_c, stride_dx_t;
+  void* dconv_weight;
+  void* dconv_bias;
+  void* dresidual_weight;
+  void* dresidual_bias;
+  void* dskip_weight;
+  void* dskip_bias;
+  void* dlocal_cond;
+  int64_t stride_dlocal_b, stride_dlocal_c, stride_dlocal_t;
+  void* dlocal_weight;
+  void* dglobal_cond;
+  void* dglobal_weight;
+  int32_t num_threads;
+  void* stream;
+} pyr_wavenet_layer_bwd_params;
+
+pyr_status pyr_wavenet_layer_bwd_cpu(const pyr_wavenet_layer_bwd_params* p);
+
 #ifdef __cplusplus
 }
 #endif

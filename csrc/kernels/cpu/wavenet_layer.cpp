@@ -1,0 +1,628 @@
+// The gated residual layer of WaveNet on the CPU: forward and backward.
+//
+// The forward splits the work into items of (batch row, tile of time steps) and runs each one
+// start to end in cache, so that z, the gate and the projections never go out to memory as
+// whole tensors. For one item: the K taps of x are gathered (with zeros before t = 0) into a
+// block whose row i * K + k is channel i shifted by tap k, and c_local's tile is copied below
+// them; one GEMM with [W_conv | W_local] gives z, starting from a per-row bias (conv bias plus
+// W_global c_global[b], computed once per batch row); the gate makes a; one GEMM with
+// [W_s; W_r] gives skip and the residual branch, and x's own tile (the tap of shift 0, already
+// gathered) is added to the latter to give x_next.
+//
+// For the backward, the forward saves z (2G channels) rather than a, tanh and sigmoid (3G) or
+// nothing: the backward needs tanh and sigmoid of z to differentiate the gate and a for the
+// projections' weight gradients, and all three are cheap to recompute from z tile by tile,
+// while recomputing z itself would cost the convolution's GEMM again (its FLOPs are about half
+// of the forward's). The backward then runs in two passes. The first, per item again: da from
+// one GEMM of [W_s; W_r]^T with the tile of [dskip; dx_next], dz through the gate's derivative,
+// the weight gradients of the projections and of the local conditioning as per-thread partial
+// sums, dc_local with one GEMM, and dz summed over time for the global conditioning. dz goes
+// out to memory, because dx at time t needs dz at times t + shift(k), which lie in later tiles:
+// the second pass is the causal convolution's own backward on dz (dx, dW_conv, db_conv), to
+// which dx_next is added.
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#include "cpu/gemm.h"
+#include "pyreversible/kernels.h"
+
+namespace {
+
+using pyr_cpu::Gemm;
+using pyr_cpu::gemm;
+using pyr_cpu::gemm_scratch_size;
+using pyr_cpu::kLanes;
+using pyr_cpu::kNR;
+using pyr_cpu::load_vec;
+using pyr_cpu::store_vec;
+
+// Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
+// arithmetic far from overflow.
+constexpr int64_t kMaxElements = int64_t(1) << 50;
+
+int thread_count(int32_t requested) { return requested > 0 ? requested : omp_get_max_threads(); }
+
+// The sizes of one layer.
+struct Shape {
+  int64_t batch, residual, gate, skip, length, taps, dilation, local, global;
+
+  // How far back in time tap k reads: tap K - 1 is the current step.
+  int64_t shift(int64_t k) const { return (taps - 1 - k) * dilation; }
+  // Rows of the input block of z's GEMM: the taps of x, then c_local's channels.
+  int64_t in_rows() const { return residual * taps + local; }
+  // Rows of the projections' output: skip, then the residual branch.
+  int64_t out_rows() const { return skip + residual; }
+};
+
+template <typename P>
+Shape shape_of(const P* p) {
+  return Shape{p->batch,          p->residual_channels, p->gate_channels, p->skip_channels,
+               p->length,         p->kernel_size,       p->dilation,      p->local_channels,
+               p->global_channels};
+}
+
+// Whether a * b stays under kMaxElements.
+bool fits(int64_t a, int64_t b) {
+  int64_t n;
+  return !__builtin_mul_overflow(a, b, &n) && n <= kMaxElements;
+}
+
+template <typename P>
+pyr_status check_shape(const P* p) {
+  if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
+  for (int64_t size : {p->batch, p->residual_channels, p->gate_channels, p->skip_channels,
+                       p->length, p->kernel_size})
+    if (size < 1 || size > kMaxElements) return PYR_ERROR_INVALID_SIZE;
+  for (int64_t size : {p->local_channels, p->global_channels})
+    if (size < 0 || size > kMaxElements) return PYR_ERROR_INVALID_SIZE;
+  if (p->dilation < 1) return PYR_ERROR_INVALID_ARGUMENT;
+  const Shape s = shape_of(p);
+  // the reach back in time, the weights and the per-thread tiles must be indexable.
+  if (!fits(s.taps - 1, s.dilation) || !fits(2 * s.gate, s.in_rows()) ||
+      !fits(s.out_rows(), s.gate) || !fits(s.in_rows() + 3 * s.gate + s.out_rows(), 1024) ||
+      !fits(s.batch, 2 * s.gate * s.length))
+    return PYR_ERROR_INVALID_SIZE;
+  return PYR_SUCCESS;
+}
+
+// Time steps per tile: as many as keep one item's buffers (rows by tile) within L2, at most
+// 512, in whole micro-kernel panels, and few enough that every thread gets a few items.
+template <typename T>
+int64_t tile_length(const Shape& s, int64_t rows, int threads) {
+  constexpr int64_t NR = kNR<T>;
+  constexpr int64_t kL2Budget = 512 * 1024;
+  int64_t tile = kL2Budget / int64_t(sizeof(T)) / rows / NR * NR;
+  tile = std::max(NR, std::min<int64_t>(tile, 512));
+  while (tile > NR && s.batch * ((s.length + tile - 1) / tile) < 4 * threads) tile /= 2;
+  tile = std::max(NR, tile / NR * NR);
+  return std::min(tile, (s.length + NR - 1) / NR * NR);
+}
+
+// The row length of a tile buffer: whole panels, an odd number of them, so that consecutive
+// rows do not map to the same few cache sets.
+template <typename T>
+int64_t leading_dim(int64_t n) {
+  return ((n + kNR<T> - 1) / kNR<T> | 1) * kNR<T>;
+}
+
+// tile[r * ld + n] = src[r * sr + n * st] for a rows by nt block.
+template <typename T>
+void load_tile(const T* src, int64_t sr, int64_t st, int64_t rows, int64_t nt, T* tile,
+               int64_t ld) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (st == 1) {
+      std::memcpy(tile + r * ld, src + r * sr, nt * sizeof(T));
+    } else {
+      for (int64_t n = 0; n < nt; ++n) tile[r * ld + n] = src[r * sr + n * st];
+    }
+  }
+}
+
+// dst[r * sr + n * st] = tile[r * ld + n] for a rows by nt block.
+template <typename T>
+void store_tile(const T* tile, int64_t ld, int64_t rows, int64_t nt, T* dst, int64_t sr,
+                int64_t st) {
+  for (int64_t r = 0; r < rows; ++r) {
+    if (st == 1) {
+      std::memcpy(dst + r * sr, tile + r * ld, nt * sizeof(T));
+    } else {
+      for (int64_t n = 0; n < nt; ++n) dst[r * sr + n * st] = tile[r * ld + n];
+    }
+  }
+}
+
+// Gathers the taps of x's channels (strides sc, st) for the nt time steps from t0: row
+// i * K + k of `tile` holds x[i, t0 + n - shift(k)], and 0 where that time is before 0.
+template <typename T>
+void gather_taps(const T* x, int64_t sc, int64_t st, const Shape& s, int64_t t0, int64_t nt,
+                 T* tile, int64_t ld) {
+  for (int64_t k = 0; k < s.taps; ++k) {
+    const int64_t start = t0 - s.shift(k);
+    // the columns n whose time start + n is not before 0: [lo, nt)
+    const int64_t lo = std::min(nt, std::max<int64_t>(0, -start));
+    for (int64_t i = 0; i < s.residual; ++i) {
+      T* row = tile + (i * s.taps + k) * ld;
+      std::fill(row, row + lo, T(0));
+      load_tile(x + i * sc + (start + lo) * st, 0, st, 1, nt - lo, row + lo, ld);
+    }
+  }
+}
+
+template <typename T>
+T sigmoid(T v) {
+  return T(1) / (T(1) + std::exp(-v));
+}
+
+typedef pyr_cpu::Vec<float>::type VF;
+constexpr int kLanesF = kLanes<float>;
+
+// exp of 8 floats at once: libm's expf is scalar, and through it the gate's two exponentials
+// per element took a quarter of the forward's time at the benchmark's size. 2^n e^r with
+// n = round(v / ln 2) and a degree-6 polynomial for e^r on |r| <= ln 2 / 2, good to about 2
+// ulp. Computed for v clamped to where 2^n is a normal float; past the ends the result is 0
+// (below the normal range) or infinity (past FLT_MAX), so that a saturated gate's derivative
+// is exactly 0, as torch's is, and 0 times an infinite input makes NaN as there. A NaN stays
+// NaN: it fails every comparison.
+inline VF exp_vec(VF v) {
+  const VF hi = VF{} + 88.3f, lo = VF{} + -87.3f;
+  const VF in = v;
+  v = v > hi ? hi : v;
+  v = v < lo ? lo : v;
+  const VF fn = v * 1.44269504088896341f + 0.5f;
+  typedef int32_t VI __attribute__((vector_size(32)));
+  VI n = __builtin_convertvector(fn, VI);
+  VF nf = __builtin_convertvector(n, VF);
+  // the conversion truncates toward zero; this makes it the floor
+  n = nf > fn ? n - 1 : n;
+  nf = __builtin_convertvector(n, VF);
+  const VF r = v - nf * 0.693359375f - nf * -2.12194440e-4f;
+  VF y = VF{} + 1.9875691500e-4f;
+  y = y * r + 1.3981999507e-3f;
+  y = y * r + 8.3334519073e-3f;
+  y = y * r + 4.1665795894e-2f;
+  y = y * r + 1.6666665459e-1f;
+  y = y * r + 5.0000001201e-1f;
+  y = y * r * r + r + 1.0f;
+  VI bits = (n + 127) << 23;
+  VF scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  y *= scale;
+  y = in > 88.7228f ? VF{} + __builtin_huge_valf() : y;
+  return in < lo ? VF{} : y;
+}
+
+// tanh from one exponential, t = e^(-2|v|): tanh |v| = (1 - t) / (1 + t), whose 1 - t loses
+// relative accuracy near 0, where the Taylor series to v^7 takes over.
+inline VF tanh_vec(VF v) {
+  const VF mag = v < 0.0f ? -v : v;
+  const VF t = exp_vec(-2.0f * mag);
+  VF big = (1.0f - t) / (1.0f + t);
+  big = v < 0.0f ? -big : big;
+  const VF v2 = v * v;
+  const VF small = v + v * v2 * (-1.0f / 3 + v2 * (2.0f / 15 + v2 * (-17.0f / 315)));
+  // a NaN fails both comparisons and takes `big`, which is NaN
+  return mag < 0.125f ? small : big;
+}
+
+// th[n] = tanh(zf[n]), sg[n] = sigmoid(zg[n]) for n < count: the gate's two halves. float in
+// vector lanes; double through libm, to keep its full precision.
+template <typename T>
+void gate_halves(const T* zf, const T* zg, T* th, T* sg, int64_t count) {
+  int64_t n = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    for (; n + kLanesF <= count; n += kLanesF) {
+      store_vec(th + n, tanh_vec(load_vec(zf + n)));
+      store_vec(sg + n, 1.0f / (1.0f + exp_vec(-load_vec(zg + n))));
+    }
+  }
+  for (; n < count; ++n) {
+    th[n] = std::tanh(zf[n]);
+    sg[n] = sigmoid(zg[n]);
+  }
+}
+
+template <typename T>
+void layer_fwd(const pyr_wavenet_layer_params* p) {
+  const Shape s = shape_of(p);
+  const int64_t gg = 2 * s.gate, in_rows = s.in_rows(), out_rows = s.out_rows();
+  const T* x = static_cast<const T*>(p->x);
+  const T* conv_w = static_cast<const T*>(p->conv_weight);
+  const T* conv_b = static_cast<const T*>(p->conv_bias);
+  const T* local = static_cast<const T*>(p->local_cond);
+  const T* local_w = static_cast<const T*>(p->local_weight);
+  const T* global = static_cast<const T*>(p->global_cond);
+  const T* global_w = static_cast<const T*>(p->global_weight);
+  T* x_next = static_cast<T*>(p->x_next);
+  T* skip = static_cast<T*>(p->skip);
+  T* gate_input = static_cast<T*>(p->gate_input);
+
+  // the weights as the two GEMMs take them: [W_conv as (2G, R K) | W_local] and [W_s; W_r],
+  // with [b_s; b_r] beside the latter.
+  std::vector<T> w_in(static_cast<size_t>(gg * in_rows));
+  std::vector<T> w_out(static_cast<size_t>(out_rows * s.gate)), b_out(out_rows, T(0));
+  for (int64_t o = 0; o < gg; ++o) {
+    std::copy(conv_w + o * s.residual * s.taps, conv_w + (o + 1) * s.residual * s.taps,
+              w_in.begin() + o * in_rows);
+    if (s.local)
+      std::copy(local_w + o * s.local, local_w + (o + 1) * s.local,
+                w_in.begin() + o * in_rows + s.residual * s.taps);
+  }
+  std::copy(static_cast<const T*>(p->skip_weight),
+            static_cast<const T*>(p->skip_weight) + s.skip * s.gate, w_out.begin());
+  std::copy(static_cast<const T*>(p->residual_weight),
+            static_cast<const T*>(p->residual_weight) + s.residual * s.gate,
+            w_out.begin() + s.skip * s.gate);
+  if (p->skip_bias) std::copy_n(static_cast<const T*>(p->skip_bias), s.skip, b_out.begin());
+  if (p->residual_bias)
+    std::copy_n(static_cast<const T*>(p->residual_bias), s.residual, b_out.begin() + s.skip);
+
+  // z's bias per batch row: the conv bias plus the global conditioning, constant over time.
+  std::vector<T> b_in(static_cast<size_t>(s.batch * gg));
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t o = 0; o < gg; ++o) {
+      T sum = conv_b ? conv_b[o] : T(0);
+      for (int64_t c = 0; c < s.global; ++c)
+        sum += global_w[o * s.global + c] * global[b * p->stride_global_b + c * p->stride_global_c];
+      b_in[b * gg + o] = sum;
+    }
+
+  const int threads_wanted = thread_count(p->num_threads);
+  const int64_t tile = tile_length<T>(s, in_rows + gg + s.gate + out_rows, threads_wanted);
+  const int64_t tiles = (s.length + tile - 1) / tile;
+  const int64_t items = s.batch * tiles;
+  const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));
+  const int64_t ld = leading_dim<T>(tile);
+  // per thread: the input block, z, a, the projections' output, one row of sigmoids and the
+  // GEMM scratch.
+  const int64_t per_thread = (in_rows + gg + s.gate + out_rows + 1) * ld + gemm_scratch_size<T>();
+  std::unique_ptr<T[]> work(new T[per_thread * threads]);
+
+#pragma omp parallel num_threads(threads)
+  {
+    T* in = work.get() + omp_get_thread_num() * per_thread;
+    T* z = in + in_rows * ld;
+    T* a = z + gg * ld;
+    T* out = a + s.gate * ld;
+    T* sg = out + out_rows * ld;
+    T* scratch = sg + ld;
+
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / tiles, t0 = item % tiles * tile, nt = std::min(tile, s.length - t0);
+      gather_taps(x + b * p->stride_x_b, p->stride_x_c, p->stride_x_t, s, t0, nt, in, ld);
+      if (s.local)
+        load_tile(local + b * p->stride_local_b + t0 * p->stride_local_t, p->stride_local_c,
+                  p->stride_local_t, s.local, nt, in + s.residual * s.taps * ld, ld);
+
+      Gemm<T> gz{gg, nt, in_rows, w_in.data(), in_rows, 1, in, ld, z, ld, &b_in[b * gg], false};
+      gemm(gz, scratch);
+      if (gate_input)
+        for (int64_t o = 0; o < gg; ++o)
+          std::memcpy(gate_input + (b * gg + o) * s.length + t0, z + o * ld, nt * sizeof(T));
+
+      for (int64_t i = 0; i < s.gate; ++i) {
+        T* ai = a + i * ld;
+        gate_halves(z + i * ld, z + (s.gate + i) * ld, ai, sg, nt);
+        for (int64_t n = 0; n < nt; ++n) ai[n] *= sg[n];
+      }
+
+      Gemm<T> go{out_rows, nt, s.gate, w_out.data(), s.gate,       1,
+                 a,        ld, out,    ld,           b_out.data(), false};
+      gemm(go, scratch);
+
+      T* skip_t = skip + b * p->stride_skip_b + t0 * p->stride_skip_t;
+      store_tile(out, ld, s.skip, nt, skip_t, p->stride_skip_c, p->stride_skip_t);
+      // x's own tile is the gathered tap of shift 0 (tap K - 1) of each channel.
+      T* next_t = x_next + b * p->stride_x_next_b + t0 * p->stride_x_next_t;
+      for (int64_t i = 0; i < s.residual; ++i) {
+        T* res = out + (s.skip + i) * ld;
+        const T* xi = in + (i * s.taps + s.taps - 1) * ld;
+        for (int64_t n = 0; n < nt; ++n) res[n] += xi[n];
+      }
+      store_tile(out + s.skip * ld, ld, s.residual, nt, next_t, p->stride_x_next_c,
+                 p->stride_x_next_t);
+    }
+  }
+}
+
+template <typename T>
+void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
+  const Shape s = shape_of(p);
+  const int64_t gg = 2 * s.gate, out_rows = s.out_rows(), T_len = s.length;
+  const T* z_saved = static_cast<const T*>(p->gate_input);
+  const T* local = static_cast<const T*>(p->local_cond);
+  const T* local_w = static_cast<const T*>(p->local_weight);
+  const T* global = static_cast<const T*>(p->global_cond);
+  const T* global_w = static_cast<const T*>(p->global_weight);
+  const T* dx_next = static_cast<const T*>(p->dx_next);
+  const T* dskip = static_cast<const T*>(p->dskip);
+  T* dlocal = static_cast<T*>(p->dlocal_cond);
+
+  std::vector<T> w_out(static_cast<size_t>(out_rows * s.gate));
+  std::copy(static_cast<const T*>(p->skip_weight),
+            static_cast<const T*>(p->skip_weight) + s.skip * s.gate, w_out.begin());
+  std::copy(static_cast<const T*>(p->residual_weight),
+            static_cast<const T*>(p->residual_weight) + s.residual * s.gate,
+            w_out.begin() + s.skip * s.gate);
+
+  const bool want_dw_out = p->dskip_weight || p->dresidual_weight;
+  const bool want_db_out = p->dskip_bias || p->dresidual_bias;
+  const bool want_dw_local = s.local && p->dlocal_weight;
+  const bool want_dlocal = s.local && dlocal;
+  const bool want_dz_sum = s.global && (p->dglobal_cond || p->dglobal_weight);
+
+  // dz for every (batch row, channel, time), the input of the second pass.
+  std::unique_ptr<T[]> dz(new T[s.batch * gg * T_len]);
+
+  const int threads_wanted = thread_count(p->num_threads);
+  const int64_t tile_rows = out_rows + 2 * s.gate + 2 * s.local;
+  const int64_t tile = tile_length<T>(s, tile_rows, threads_wanted);
+  const int64_t tiles = (T_len + tile - 1) / tile;
+  const int64_t items = s.batch * tiles;
+  const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));
+  const int64_t ld = leading_dim<T>(tile);
+
+  // per thread: the tile of [dskip; dx_next], da, a transposed (time, channel), c_local's tile
+  // transposed and a dc_local tile, the product of one tile for a weight gradient, a row of
+  // tanh and one of sigmoid, the GEMM scratch, then the partial sums of [dW_s; dW_r], [db_s; db_r],
+  // dW_local and dz over time.
+  const int64_t size_dout = out_rows * ld, size_da = s.gate * ld, size_at = ld * s.gate;
+  const int64_t size_ct = s.local ? ld * s.local : 0, size_dc = s.local ? s.local * ld : 0;
+  const int64_t size_prod = std::max(out_rows * s.gate, gg * s.local);
+  const int64_t size_dw_out = out_rows * s.gate, size_db_out = out_rows;
+  const int64_t size_dw_local = gg * s.local, size_dz_sum = want_dz_sum ? s.batch * gg : 0;
+  const int64_t size_parts = size_dw_out + size_db_out + size_dw_local + size_dz_sum;
+  const int64_t per_thread = size_dout + size_da + size_at + size_ct + size_dc + size_prod +
+                             2 * ld + gemm_scratch_size<T>() + size_parts;
+  const int64_t offset_parts = per_thread - size_parts;
+  std::unique_ptr<T[]> work(new T[per_thread * threads]);
+  for (int t = 0; t < threads; ++t)
+    std::fill_n(work.get() + t * per_thread + offset_parts, size_parts, T(0));
+
+#pragma omp parallel num_threads(threads)
+  {
+    T* dout = work.get() + omp_get_thread_num() * per_thread;
+    T* da = dout + size_dout;
+    T* at = da + size_da;
+    T* ct = at + size_at;
+    T* dc = ct + size_ct;
+    T* prod = dc + size_dc;
+    T* th = prod + size_prod;
+    T* sg = th + ld;
+    T* scratch = sg + ld;
+    T* part_dw_out = scratch + gemm_scratch_size<T>();
+    T* part_db_out = part_dw_out + size_dw_out;
+    T* part_dw_local = part_db_out + size_db_out;
+    T* part_dz_sum = part_dw_local + size_dw_local;
+
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / tiles, t0 = item % tiles * tile, nt = std::min(tile, T_len - t0);
+      load_tile(dskip + b * p->stride_dskip_b + t0 * p->stride_dskip_t, p->stride_dskip_c,
+                p->stride_dskip_t, s.skip, nt, dout, ld);
+      load_tile(dx_next + b * p->stride_dx_next_b + t0 * p->stride_dx_next_t, p->stride_dx_next_c,
+                p->stride_dx_next_t, s.residual, nt, dout + s.skip * ld, ld);
+      for (int64_t r = 0; r < out_rows && want_db_out; ++r) {
+        T sum = 0;
+        for (int64_t n = 0; n < nt; ++n) sum += dout[r * ld + n];
+        part_db_out[r] += sum;
+      }
+
+      // da = [W_s; W_r]^T [dskip; dx_next]: the stacked weight read transposed in place.
+      Gemm<T> gda{s.gate, nt, out_rows, w_out.data(), 1, s.gate, dout, ld, da, ld, nullptr, false};
+      gemm(gda, scratch);
+
+      // the gate's derivative, with a (for the weight gradients) recomputed from z on the way.
+      const T* zb = z_saved + b * gg * T_len + t0;
+      T* dzb = dz.get() + b * gg * T_len + t0;
+      for (int64_t i = 0; i < s.gate; ++i) {
+        const T* zf = zb + i * T_len;
+        const T* zg = zb + (s.gate + i) * T_len;
+        T* dzf = dzb + i * T_len;
+        T* dzg = dzb + (s.gate + i) * T_len;
+        gate_halves(zf, zg, th, sg, nt);
+        for (int64_t n = 0; n < nt; ++n) {
+          const T d = da[i * ld + n];
+          dzf[n] = d * sg[n] * (T(1) - th[n] * th[n]);
+          dzg[n] = d * th[n] * sg[n] * (T(1) - sg[n]);
+        }
+        for (int64_t n = 0; n < nt; ++n) at[n * s.gate + i] = th[n] * sg[n];
+      }
+
+      if (want_dw_out) {
+        // [dW_s; dW_r] += [dskip; dx_next] a^T over the tile
+        Gemm<T> gw{out_rows, s.gate, nt, dout, ld, 1, at, s.gate, prod, s.gate, nullptr, false};
+        gemm(gw, scratch);
+        for (int64_t j = 0; j < size_dw_out; ++j) part_dw_out[j] += prod[j];
+      }
+
+      if (want_dz_sum)
+        for (int64_t o = 0; o < gg; ++o) {
+          T sum = 0;
+          for (int64_t n = 0; n < nt; ++n) sum += dzb[o * T_len + n];
+          part_dz_sum[b * gg + o] += sum;
+        }
+
+      if (want_dw_local) {
+        const T* lc = local + b * p->stride_local_b + t0 * p->stride_local_t;
+        for (int64_t c = 0; c < s.local; ++c)
+          for (int64_t n = 0; n < nt; ++n)
+            ct[n * s.local + c] = lc[c * p->stride_local_c + n * p->stride_local_t];
+        // dW_local += dz c_local^T over the tile
+        Gemm<T> gw{gg, s.local, nt, dzb, T_len, 1, ct, s.local, prod, s.local, nullptr, false};
+        gemm(gw, scratch);
+        for (int64_t j = 0; j < size_dw_local; ++j) part_dw_local[j] += prod[j];
+      }
+
+      if (want_dlocal) {
+        // dc_local = W_local^T dz: W_local (2G, C_local) read transposed in place
+        Gemm<T> gc{s.local, nt, gg, local_w, 1, s.local, dzb, T_len, dc, ld, nullptr, false};
+        gemm(gc, scratch);
+        T* dl = dlocal + b * p->stride_dlocal_b + t0 * p->stride_dlocal_t;
+        for (int64_t c = 0; c < s.local; ++c)
+          for (int64_t n = 0; n < nt; ++n)
+            dl[c * p->stride_dlocal_c + n * p->stride_dlocal_t] = dc[c * ld + n];
+      }
+    }
+  }
+
+  // the partial sums of every thread, added up.
+  std::vector<T> sums(static_cast<size_t>(size_parts), T(0));
+  for (int t = 0; t < threads; ++t)
+    for (int64_t j = 0; j < size_parts; ++j) sums[j] += work[t * per_thread + offset_parts + j];
+  const T* dw_out = sums.data();
+  const T* db_out = dw_out + size_dw_out;
+  const T* dw_local = db_out + size_db_out;
+  const T* dz_sum = dw_local + size_dw_local;
+  if (p->dskip_weight) std::copy_n(dw_out, s.skip * s.gate, static_cast<T*>(p->dskip_weight));
+  if (p->dresidual_weight)
+    std::copy_n(dw_out + s.skip * s.gate, s.residual * s.gate,
+                static_cast<T*>(p->dresidual_weight));
+  if (p->dskip_bias) std::copy_n(db_out, s.skip, static_cast<T*>(p->dskip_bias));
+  if (p->dresidual_bias)
+    std::copy_n(db_out + s.skip, s.residual, static_cast<T*>(p->dresidual_bias));
+  if (want_dw_local) std::copy_n(dw_local, size_dw_local, static_cast<T*>(p->dlocal_weight));
+
+  // the global conditioning: its projection is constant over time, so its gradients take dz
+  // summed over time, (batch, 2G), a small product done here.
+  if (s.global && p->dglobal_cond) {
+    T* dg = static_cast<T*>(p->dglobal_cond);
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t c = 0; c < s.global; ++c) {
+        T sum = 0;
+        for (int64_t o = 0; o < gg; ++o) sum += global_w[o * s.global + c] * dz_sum[b * gg + o];
+        dg[b * s.global + c] = sum;
+      }
+  }
+  if (s.global && p->dglobal_weight) {
+    T* dgw = static_cast<T*>(p->dglobal_weight);
+    for (int64_t o = 0; o < gg; ++o)
+      for (int64_t c = 0; c < s.global; ++c) {
+        T sum = 0;
+        for (int64_t b = 0; b < s.batch; ++b)
+          sum += dz_sum[b * gg + o] * global[b * p->stride_global_b + c * p->stride_global_c];
+        dgw[o * s.global + c] = sum;
+      }
+  }
+
+  // the second pass: the causal convolution's backward on dz gives dx (without the residual
+  // path), dW_conv and db_conv; dx_next, the residual path's gradient, is added to dx after.
+  if (!p->dx && !p->dconv_weight && !p->dconv_bias) return;
+  pyr_causal_conv1d_bwd_params c{};
+  c.dtype = p->dtype;
+  c.batch = s.batch;
+  c.in_channels = s.residual;
+  c.out_channels = gg;
+  c.length = T_len;
+  c.kernel_size = s.taps;
+  c.dilation = s.dilation;
+  c.groups = 1;
+  c.x = p->x;
+  c.stride_x_b = p->stride_x_b;
+  c.stride_x_c = p->stride_x_c;
+  c.stride_x_t = p->stride_x_t;
+  c.weight = p->conv_weight;
+  c.dy = dz.get();
+  c.stride_dy_b = gg * T_len;
+  c.stride_dy_c = T_len;
+  c.stride_dy_t = 1;
+  c.dx = p->dx;
+  c.stride_dx_b = p->stride_dx_b;
+  c.stride_dx_c = p->stride_dx_c;
+  c.stride_dx_t = p->stride_dx_t;
+  c.dweight = p->dconv_weight;
+  c.dbias = p->dconv_bias;
+  c.num_threads = p->num_threads;
+  if (pyr_status status = pyr_causal_conv1d_bwd_cpu(&c)) throw status;
+  if (!p->dx) return;
+  T* dx = static_cast<T*>(p->dx);
+#pragma omp parallel for num_threads(threads_wanted) schedule(static)
+  for (int64_t r = 0; r < s.batch * s.residual; ++r) {
+    const int64_t b = r / s.residual, i = r % s.residual;
+    T* dxr = dx + b * p->stride_dx_b + i * p->stride_dx_c;
+    const T* dn = dx_next + b * p->stride_dx_next_b + i * p->stride_dx_next_c;
+    for (int64_t t = 0; t < T_len; ++t) dxr[t * p->stride_dx_t] += dn[t * p->stride_dx_next_t];
+  }
+}
+
+// Runs a kernel for the params' dtype; no exception leaves this function.
+template <typename F32, typename F64>
+pyr_status dispatch(int32_t dtype, F32 f32, F64 f64) {
+  try {
+    if (dtype == PYR_FLOAT32)
+      f32();
+    else
+      f64();
+    return PYR_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return PYR_ERROR_OUT_OF_MEMORY;
+  } catch (pyr_status status) {
+    return status;
+  } catch (...) {
+    return PYR_ERROR_INVALID_ARGUMENT;
+  }
+}
+
+bool any_negative(std::initializer_list<int64_t> strides) {
+  return std::any_of(strides.begin(), strides.end(), [](int64_t v) { return v < 0; });
+}
+
+// The conditioning pointers are all given with channels > 0, or all NULL with channels 0.
+template <typename P>
+bool conditioning_consistent(const P* p) {
+  const bool local = p->local_cond && p->local_weight, global = p->global_cond && p->global_weight;
+  const bool no_local = !p->local_cond && !p->local_weight;
+  const bool no_global = !p->global_cond && !p->global_weight;
+  return (local ? p->local_channels > 0 : no_local && p->local_channels == 0) &&
+         (global ? p->global_channels > 0 : no_global && p->global_channels == 0);
+}
+
+pyr_status check_fwd(const pyr_wavenet_layer_params* p) {
+  if (!p || !p->x || !p->conv_weight || !p->residual_weight || !p->skip_weight || !p->x_next ||
+      !p->skip)
+    return PYR_ERROR_NULL_POINTER;
+  if (pyr_status s = check_shape(p)) return s;
+  if (!conditioning_consistent(p)) return PYR_ERROR_NULL_POINTER;
+  if (any_negative({p->stride_x_b, p->stride_x_c, p->stride_x_t, p->stride_local_b,
+                    p->stride_local_c, p->stride_local_t, p->stride_global_b, p->stride_global_c,
+                    p->stride_x_next_b, p->stride_x_next_c, p->stride_x_next_t, p->stride_skip_b,
+                    p->stride_skip_c, p->stride_skip_t}))
+    return PYR_ERROR_INVALID_STRIDE;
+  return PYR_SUCCESS;
+}
+
+pyr_status check_bwd(const pyr_wavenet_layer_bwd_params* p) {
+  if (!p || !p->conv_weight || !p->residual_weight || !p->skip_weight || !p->gate_input ||
+      !p->dx_next || !p->dskip || (p->dconv_weight && !p->x))
+    return PYR_ERROR_NULL_POINTER;
+  if (pyr_status s = check_shape(p)) return s;
+  if (!conditioning_consistent(p)) return PYR_ERROR_NULL_POINTER;
+  if (any_negative(
+          {p->stride_x_b,       p->stride_x_c,       p->stride_x_t,       p->stride_local_b,
+           p->stride_local_c,   p->stride_local_t,   p->stride_global_b,  p->stride_global_c,
+           p->stride_dx_next_b, p->stride_dx_next_c, p->stride_dx_next_t, p->stride_dskip_b,
+           p->stride_dskip_c,   p->stride_dskip_t,   p->stride_dx_b,      p->stride_dx_c,
+           p->stride_dx_t,      p->stride_dlocal_b,  p->stride_dlocal_c,  p->stride_dlocal_t}))
+    return PYR_ERROR_INVALID_STRIDE;
+  return PYR_SUCCESS;
+}
+
+}  // namespace
+
+extern "C" pyr_status pyr_wavenet_layer_fwd_cpu(const pyr_wavenet_layer_params* p) {
+  if (pyr_status s = check_fwd(p)) return s;
+  return dispatch(p->dtype, [&] { layer_fwd<float>(p); }, [&] { layer_fwd<double>(p); });
+}
+
+extern "C" pyr_status pyr_wavenet_layer_bwd_cpu(const pyr_wavenet_layer_bwd_params* p) {
+  if (pyr_status s = check_bwd(p)) return s;
+  return dispatch(p->dtype, [&] { layer_bwd<float>(p); }, [&] { layer_bwd<double>(p); });
+}
