@@ -26,48 +26,24 @@
 #include <immintrin.h>
 #endif
 
+#include "cpu/common.h"
 #include "cpu/gemm.h"
 #include "pyreversible/kernels.h"
 
 namespace {
 
+using pyr_cpu::Buffer;
+using pyr_cpu::dispatch;
 using pyr_cpu::Gemm;
 using pyr_cpu::gemm;
 using pyr_cpu::gemm_scratch_size;
+using pyr_cpu::kMaxElements;
 using pyr_cpu::kMR;
 using pyr_cpu::kNR;
+using pyr_cpu::leading_dim;
+using pyr_cpu::thread_count;
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-// The row length of a buffer of n columns: whole panels of NR, and an odd number of them, so
-// that consecutive rows do not map to the same few cache sets.
-template <typename T>
-int64_t leading_dim(int64_t n) {
-  const int64_t panels = (n + kNR<T> - 1) / kNR<T>;
-  return (panels | 1) * kNR<T>;
-}
-
-int thread_count(int32_t requested) { return requested > 0 ? requested : omp_get_max_threads(); }
-
-// A 64-byte aligned array of n elements, freed with its owner. Left uninitialised: the kernels
-// read no element they have not written (padding columns are never packed).
-template <typename T>
-class Buffer {
- public:
-  explicit Buffer(size_t n)
-      : data_(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)))) {}
-  ~Buffer() { ::operator delete(data_, std::align_val_t(64)); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  T* get() const { return data_; }
-
- private:
-  T* data_;
-};
-
-// Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
-// arithmetic of the kernels far from overflow.
-constexpr int64_t kMaxElements = int64_t(1) << 50;
 
 // Whether (a + 64) * (b + 64) elements (a buffer of a by b, padded) stay under kMaxElements.
 bool fits(int64_t a, int64_t b) {
@@ -608,22 +584,6 @@ void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Posit
     coupling_mlp_bwd_rows<T>(p, pos, threads);
   else
     coupling_mlp_bwd_layers<T>(p, pos, threads);
-}
-
-// Runs a kernel for the params' dtype; no exception leaves this function.
-template <typename F32, typename F64>
-pyr_status dispatch(int32_t dtype, F32 f32, F64 f64) {
-  try {
-    if (dtype == PYR_FLOAT32)
-      f32();
-    else
-      f64();
-    return PYR_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return PYR_ERROR_OUT_OF_MEMORY;
-  } catch (...) {
-    return PYR_ERROR_INVALID_ARGUMENT;
-  }
 }
 
 pyr_status check_fwd(const pyr_additive_coupling_params* p) {

@@ -24,23 +24,23 @@
 #include <new>
 #include <vector>
 
+#include "cpu/common.h"
 #include "cpu/gemm.h"
 #include "pyreversible/kernels.h"
 
 namespace {
 
+using pyr_cpu::Buffer;
+using pyr_cpu::dispatch;
 using pyr_cpu::Gemm;
 using pyr_cpu::gemm;
 using pyr_cpu::gemm_scratch_size;
 using pyr_cpu::kLanes;
+using pyr_cpu::kMaxElements;
 using pyr_cpu::kNR;
+using pyr_cpu::leading_dim;
 using pyr_cpu::load_vec;
-
-// Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
-// arithmetic of the kernels far from overflow.
-constexpr int64_t kMaxElements = int64_t(1) << 50;
-
-int thread_count(int32_t requested) { return requested > 0 ? requested : omp_get_max_threads(); }
+using pyr_cpu::thread_count;
 
 // The sizes of one convolution, with the per-group channel counts worked out once.
 struct Shape {
@@ -99,13 +99,6 @@ int64_t tile_length(const Shape& s, int64_t rows, int threads) {
   while (tile > NR && per_row * ((s.length + tile - 1) / tile) < 4 * threads) tile /= 2;
   tile = std::max(NR, tile / NR * NR);
   return std::min(tile, (s.length + NR - 1) / NR * NR);
-}
-
-// The row length of a tile buffer: whole panels, an odd number of them, so that consecutive
-// rows do not map to the same few cache sets.
-template <typename T>
-int64_t leading_dim(int64_t n) {
-  return ((n + kNR<T> - 1) / kNR<T> | 1) * kNR<T>;
 }
 
 // Gathers the taps of `channels` rows of src (channel stride sc, time stride st) for the nt time
@@ -455,22 +448,6 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
       for (int t = 0; t < threads; ++t) sum += work[t * per_thread + offset_db + o];
       db[o] = sum;
     }
-  }
-}
-
-// Runs a kernel for the params' dtype; no exception leaves this function.
-template <typename F32, typename F64>
-pyr_status dispatch(int32_t dtype, F32 f32, F64 f64) {
-  try {
-    if (dtype == PYR_FLOAT32)
-      f32();
-    else
-      f64();
-    return PYR_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return PYR_ERROR_OUT_OF_MEMORY;
-  } catch (...) {
-    return PYR_ERROR_INVALID_ARGUMENT;
   }
 }
 

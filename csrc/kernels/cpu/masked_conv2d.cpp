@@ -25,40 +25,21 @@
 #include <initializer_list>
 #include <new>
 
+#include "cpu/common.h"
 #include "cpu/gemm.h"
 #include "pyreversible/kernels.h"
 
 namespace {
 
+using pyr_cpu::Buffer;
+using pyr_cpu::dispatch;
 using pyr_cpu::Gemm;
 using pyr_cpu::gemm;
 using pyr_cpu::gemm_scratch_size;
+using pyr_cpu::kMaxElements;
 using pyr_cpu::kNR;
-
-int thread_count(int32_t requested) { return requested > 0 ? requested : omp_get_max_threads(); }
-
-// A 64-byte aligned array of n elements, freed with its owner, left uninitialised.
-template <typename T>
-class Buffer {
- public:
-  explicit Buffer(size_t n)
-      : data_(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)))) {}
-  ~Buffer() { ::operator delete(data_, std::align_val_t(64)); }
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  T* get() const { return data_; }
-
- private:
-  T* data_;
-};
-
-// The row length of a buffer of n elements per channel: whole panels of NR, and an odd number
-// of them, so that the same column of consecutive channels does not map to the same cache sets.
-template <typename T>
-int64_t leading_dim(int64_t n) {
-  const int64_t panels = (n + kNR<T> - 1) / kNR<T>;
-  return (panels | 1) * kNR<T>;
-}
+using pyr_cpu::leading_dim;
+using pyr_cpu::thread_count;
 
 // The sizes every pass shares. taps: the kept taps, the first `taps` of the K * K in raster
 // order; wp: the row length of the padded buffers.
@@ -389,10 +370,6 @@ void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
   }
 }
 
-// Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
-// arithmetic of the kernels far from overflow.
-constexpr int64_t kMaxElements = int64_t(1) << 50;
-
 // Whether the product of the factors stays under kMaxElements.
 bool fits(std::initializer_list<int64_t> factors) {
   int64_t n = 1;
@@ -436,22 +413,6 @@ pyr_status check_bwd(const pyr_masked_conv2d_bwd_params* p) {
       p->stride_dx_b < 0 || p->stride_dx_c < 0 || p->stride_dx_h < 0 || p->stride_dx_w < 0)
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
-}
-
-// Runs a kernel for the params' dtype; no exception leaves this function.
-template <typename F32, typename F64>
-pyr_status dispatch(int32_t dtype, F32 f32, F64 f64) {
-  try {
-    if (dtype == PYR_FLOAT32)
-      f32();
-    else
-      f64();
-    return PYR_SUCCESS;
-  } catch (const std::bad_alloc&) {
-    return PYR_ERROR_OUT_OF_MEMORY;
-  } catch (...) {
-    return PYR_ERROR_INVALID_ARGUMENT;
-  }
 }
 
 }  // namespace

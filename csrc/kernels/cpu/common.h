@@ -1,0 +1,68 @@
+// Helpers shared by the CPU kernels: threads, aligned scratch, buffer strides, size bounds and
+// the dtype dispatch that keeps exceptions inside the C ABI.
+#pragma once
+
+#include <omp.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+#include "cpu/gemm.h"
+#include "pyreversible/kernels.h"
+
+namespace pyr_cpu {
+
+// Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
+// arithmetic of the kernels far from overflow.
+constexpr int64_t kMaxElements = int64_t(1) << 50;
+
+// The threads a kernel runs on: the params' num_threads, or OpenMP's default for 0.
+inline int thread_count(int32_t requested) {
+  return requested > 0 ? requested : omp_get_max_threads();
+}
+
+// A 64-byte aligned array of n elements, freed with its owner. Left uninitialised: the kernels
+// read no element they have not written.
+template <typename T>
+class Buffer {
+ public:
+  explicit Buffer(size_t n)
+      : data_(static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64)))) {}
+  ~Buffer() { ::operator delete(data_, std::align_val_t(64)); }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  T* get() const { return data_; }
+
+ private:
+  T* data_;
+};
+
+// The row length of a buffer of n columns: whole GEMM panels of NR, and an odd number of them,
+// so that consecutive rows do not map to the same few cache sets.
+template <typename T>
+int64_t leading_dim(int64_t n) {
+  const int64_t panels = (n + kNR<T> - 1) / kNR<T>;
+  return (panels | 1) * kNR<T>;
+}
+
+// Runs f32() or f64() by the params' dtype (checked before); no exception leaves it: running
+// out of memory and a status thrown by a nested kernel come back as status codes.
+template <typename F32, typename F64>
+pyr_status dispatch(int32_t dtype, F32 f32, F64 f64) {
+  try {
+    if (dtype == PYR_FLOAT32)
+      f32();
+    else
+      f64();
+    return PYR_SUCCESS;
+  } catch (const std::bad_alloc&) {
+    return PYR_ERROR_OUT_OF_MEMORY;
+  } catch (pyr_status status) {
+    return status;
+  } catch (...) {
+    return PYR_ERROR_INVALID_ARGUMENT;
+  }
+}
+
+}  // namespace pyr_cpu
