@@ -4,6 +4,15 @@ from pyreversible.nn.additive_coupling import AdditiveCoupling, CouplingMLP
 from pyreversible.nn.causal_conv1d import CausalConv1d
 from pyreversible.nn.masked_conv2d import MaskedConv2d
 from pyreversible.nn.nice import NICE
+from pyreversible.nn.pixelcnn import PixelCNN
 from pyreversible.nn.scaling import Scaling
 
-__all__ = ["NICE", "AdditiveCoupling", "CausalConv1d", "CouplingMLP", "MaskedConv2d", "Scaling"]
+__all__ = [
+    "NICE",
+    "AdditiveCoupling",
+    "CausalConv1d",
+    "CouplingMLP",
+    "MaskedConv2d",
+    "PixelCNN",
+    "Scaling",
+]
