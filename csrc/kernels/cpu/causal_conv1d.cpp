@@ -32,15 +32,20 @@ namespace {
 
 using pyr_cpu::Buffer;
 using pyr_cpu::dispatch;
-using pyr_cpu::Gemm;
 using pyr_cpu::gemm;
+using pyr_cpu::Gemm;
 using pyr_cpu::gemm_scratch_size;
 using pyr_cpu::kLanes;
 using pyr_cpu::kMaxElements;
 using pyr_cpu::kNR;
 using pyr_cpu::leading_dim;
 using pyr_cpu::load_vec;
+using pyr_cpu::product_fits;
 using pyr_cpu::thread_count;
+using pyr_cpu::time_tile;
+
+// Bytes of one thread's tile buffers: about its share of L2.
+constexpr int64_t kTileBudget = 256 * 1024;
 
 // The sizes of one convolution, with the per-group channel counts worked out once.
 struct Shape {
@@ -65,12 +70,6 @@ Shape shape_of(const P* p) {
                p->out_channels / p->groups};
 }
 
-// Whether a * b stays under kMaxElements.
-bool fits(int64_t a, int64_t b) {
-  int64_t n;
-  return !__builtin_mul_overflow(a, b, &n) && n <= kMaxElements;
-}
-
 template <typename P>
 pyr_status check_shape(const P* p) {
   if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
@@ -80,25 +79,11 @@ pyr_status check_shape(const P* p) {
   if (p->in_channels % p->groups || p->out_channels % p->groups) return PYR_ERROR_INVALID_ARGUMENT;
   // the furthest reach back in time, and the weight and the gathered tiles, must be indexable.
   const int64_t ci = p->in_channels / p->groups;
-  if (!fits(p->kernel_size - 1, p->dilation) || !fits(p->out_channels, ci * p->kernel_size) ||
-      !fits(std::max(ci, p->out_channels / p->groups) * p->kernel_size, 1024))
+  if (!product_fits(p->kernel_size - 1, p->dilation) ||
+      !product_fits(p->out_channels, ci * p->kernel_size) ||
+      !product_fits(std::max(ci, p->out_channels / p->groups) * p->kernel_size, 1024))
     return PYR_ERROR_INVALID_SIZE;
   return PYR_SUCCESS;
-}
-
-// Time steps per tile: as many as keep the gathered taps of a tile (rows by tile) near L2,
-// at most 512 (past that the GEMM gains nothing), in whole micro-kernel panels, and few enough
-// that every thread gets a few items.
-template <typename T>
-int64_t tile_length(const Shape& s, int64_t rows, int threads) {
-  constexpr int64_t NR = kNR<T>;
-  constexpr int64_t kL2Budget = 256 * 1024;
-  int64_t tile = kL2Budget / int64_t(sizeof(T)) / rows / NR * NR;
-  tile = std::max(NR, std::min<int64_t>(tile, 512));
-  const int64_t per_row = s.batch * s.groups;
-  while (tile > NR && per_row * ((s.length + tile - 1) / tile) < 4 * threads) tile /= 2;
-  tile = std::max(NR, tile / NR * NR);
-  return std::min(tile, (s.length + NR - 1) / NR * NR);
 }
 
 // Gathers the taps of `channels` rows of src (channel stride sc, time stride st) for the nt time
@@ -141,7 +126,8 @@ void conv_fwd(const pyr_causal_conv1d_params* p) {
   const Shape s = shape_of(p);
   const int threads_wanted = thread_count(p->num_threads);
   const int64_t rows = s.ci * s.taps;
-  const int64_t tile = tile_length<T>(s, rows, threads_wanted);
+  const int64_t tile =
+      time_tile<T>(rows, s.length, s.batch * s.groups, kTileBudget, threads_wanted);
   const int64_t tiles = (s.length + tile - 1) / tile;
   const int64_t items = s.batch * s.groups * tiles;
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));
@@ -331,7 +317,8 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
   // rows of the two gathered blocks: taps of x (for dW) and of dy (for dx)
   const int64_t rows_x = s.ci * s.taps, rows_dy = s.co * s.taps;
   const int64_t rows = std::max<int64_t>({dx ? rows_dy : 0, dw ? rows_x : 0, 1});
-  const int64_t tile = tile_length<T>(s, rows, threads_wanted);
+  const int64_t tile =
+      time_tile<T>(rows, s.length, s.batch * s.groups, kTileBudget, threads_wanted);
   const int64_t tiles = (s.length + tile - 1) / tile;
   const int64_t items = s.batch * s.groups * tiles;
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));

@@ -4,6 +4,7 @@
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <new>
@@ -16,6 +17,12 @@ namespace pyr_cpu {
 // Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
 // arithmetic of the kernels far from overflow.
 constexpr int64_t kMaxElements = int64_t(1) << 50;
+
+// Whether a * b elements stay under kMaxElements.
+inline bool product_fits(int64_t a, int64_t b) {
+  int64_t n;
+  return !__builtin_mul_overflow(a, b, &n) && n <= kMaxElements;
+}
 
 // The threads a kernel runs on: the params' num_threads, or OpenMP's default for 0.
 inline int thread_count(int32_t requested) {
@@ -44,6 +51,21 @@ template <typename T>
 int64_t leading_dim(int64_t n) {
   const int64_t panels = (n + kNR<T> - 1) / kNR<T>;
   return (panels | 1) * kNR<T>;
+}
+
+// Time steps per tile of a sequence kernel: as many as keep `rows` rows of a tile within
+// `budget_bytes` (about the L2 a thread has), at most 512 (past that the GEMM gains nothing), in
+// whole micro-kernel panels, and few enough that `sequences` sequences of `length` steps give
+// every thread a few tiles.
+template <typename T>
+int64_t time_tile(int64_t rows, int64_t length, int64_t sequences, int64_t budget_bytes,
+                  int threads) {
+  constexpr int64_t NR = kNR<T>;
+  int64_t tile = budget_bytes / int64_t(sizeof(T)) / rows / NR * NR;
+  tile = std::max(NR, std::min<int64_t>(tile, 512));
+  while (tile > NR && sequences * ((length + tile - 1) / tile) < 4 * threads) tile /= 2;
+  tile = std::max(NR, tile / NR * NR);
+  return std::min(tile, (length + NR - 1) / NR * NR);
 }
 
 // Runs f32() or f64() by the params' dtype (checked before); no exception leaves it: running

@@ -39,16 +39,21 @@ namespace {
 
 using pyr_cpu::Buffer;
 using pyr_cpu::dispatch;
-using pyr_cpu::Gemm;
 using pyr_cpu::gemm;
+using pyr_cpu::Gemm;
 using pyr_cpu::gemm_scratch_size;
 using pyr_cpu::kLanes;
 using pyr_cpu::kMaxElements;
 using pyr_cpu::kNR;
 using pyr_cpu::leading_dim;
 using pyr_cpu::load_vec;
+using pyr_cpu::product_fits;
 using pyr_cpu::store_vec;
 using pyr_cpu::thread_count;
+using pyr_cpu::time_tile;
+
+// Bytes of one thread's tile buffers: about its share of L2.
+constexpr int64_t kTileBudget = 512 * 1024;
 
 // The sizes of one layer.
 struct Shape {
@@ -69,12 +74,6 @@ Shape shape_of(const P* p) {
                p->global_channels};
 }
 
-// Whether a * b stays under kMaxElements.
-bool fits(int64_t a, int64_t b) {
-  int64_t n;
-  return !__builtin_mul_overflow(a, b, &n) && n <= kMaxElements;
-}
-
 template <typename P>
 pyr_status check_shape(const P* p) {
   if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
@@ -86,24 +85,12 @@ pyr_status check_shape(const P* p) {
   if (p->dilation < 1) return PYR_ERROR_INVALID_ARGUMENT;
   const Shape s = shape_of(p);
   // the reach back in time, the weights and the per-thread tiles must be indexable.
-  if (!fits(s.taps - 1, s.dilation) || !fits(2 * s.gate, s.in_rows()) ||
-      !fits(s.out_rows(), s.gate) || !fits(s.in_rows() + 3 * s.gate + s.out_rows(), 1024) ||
-      !fits(s.batch, 2 * s.gate * s.length))
+  if (!product_fits(s.taps - 1, s.dilation) || !product_fits(2 * s.gate, s.in_rows()) ||
+      !product_fits(s.out_rows(), s.gate) ||
+      !product_fits(s.in_rows() + 3 * s.gate + s.out_rows(), 1024) ||
+      !product_fits(s.batch, 2 * s.gate * s.length))
     return PYR_ERROR_INVALID_SIZE;
   return PYR_SUCCESS;
-}
-
-// Time steps per tile: as many as keep one item's buffers (rows by tile) within L2, at most
-// 512, in whole micro-kernel panels, and few enough that every thread gets a few items.
-template <typename T>
-int64_t tile_length(const Shape& s, int64_t rows, int threads) {
-  constexpr int64_t NR = kNR<T>;
-  constexpr int64_t kL2Budget = 512 * 1024;
-  int64_t tile = kL2Budget / int64_t(sizeof(T)) / rows / NR * NR;
-  tile = std::max(NR, std::min<int64_t>(tile, 512));
-  while (tile > NR && s.batch * ((s.length + tile - 1) / tile) < 4 * threads) tile /= 2;
-  tile = std::max(NR, tile / NR * NR);
-  return std::min(tile, (s.length + NR - 1) / NR * NR);
 }
 
 // tile[r * ld + n] = src[r * sr + n * st] for a rows by nt block.
@@ -268,7 +255,8 @@ void layer_fwd(const pyr_wavenet_layer_params* p) {
     }
 
   const int threads_wanted = thread_count(p->num_threads);
-  const int64_t tile = tile_length<T>(s, in_rows + gg + s.gate + out_rows, threads_wanted);
+  const int64_t tile = time_tile<T>(in_rows + gg + s.gate + out_rows, s.length, s.batch,
+                                    kTileBudget, threads_wanted);
   const int64_t tiles = (s.length + tile - 1) / tile;
   const int64_t items = s.batch * tiles;
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));
@@ -357,7 +345,7 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
 
   const int threads_wanted = thread_count(p->num_threads);
   const int64_t tile_rows = out_rows + 2 * s.gate + 2 * s.local;
-  const int64_t tile = tile_length<T>(s, tile_rows, threads_wanted);
+  const int64_t tile = time_tile<T>(tile_rows, s.length, s.batch, kTileBudget, threads_wanted);
   const int64_t tiles = (T_len + tile - 1) / tile;
   const int64_t items = s.batch * tiles;
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));
