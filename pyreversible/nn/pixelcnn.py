@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyreversible.nn.masked_conv2d import MaskedConv2d
+from pyreversible.reference.sampling import inverse_cdf_sample
 
 
 class PixelCNN(nn.Module):
@@ -88,9 +89,8 @@ class PixelCNN(nn.Module):
         x = torch.zeros(n, self.in_channels, height, width, dtype=torch.long, device=param.device)
         for i in range(height):
             for j in range(width):
-                # (n, C, L) probabilities of pixel (i, j) given the pixels drawn so far
-                probs = self(x)[:, :, :, i, j].transpose(1, 2).softmax(dim=-1)
-                u = torch.rand(n, self.in_channels, 1, generator=generator, device=param.device)
-                level = (probs.cumsum(dim=-1) < u).sum(dim=-1)
-                x[:, :, i, j] = level.clamp(max=self.num_levels - 1)
+                # (n, C, L) logits of pixel (i, j) given the pixels drawn so far
+                logits = self(x)[:, :, :, i, j].transpose(1, 2)
+                u = torch.rand(n, self.in_channels, generator=generator, device=param.device)
+                x[:, :, i, j] = inverse_cdf_sample(logits, u)
         return x

@@ -4,11 +4,14 @@ from pyreversible.ops.additive_coupling import additive_coupling, additive_coupl
 from pyreversible.ops.causal_conv1d import causal_conv1d
 from pyreversible.ops.masked_conv2d import masked_conv2d
 from pyreversible.ops.wavenet_layer import wavenet_layer
+from pyreversible.ops.wavenet_step import wavenet_generate, wavenet_step
 
 __all__ = [
     "additive_coupling",
     "additive_coupling_mlp",
     "causal_conv1d",
     "masked_conv2d",
+    "wavenet_generate",
     "wavenet_layer",
+    "wavenet_step",
 ]
