@@ -183,15 +183,13 @@ def _wavenet_layer_fwd_kernel(
     z_gate += row_gate[:, None]
 
     if SAVE_GATE_INPUT:
-        z_ptrs = (
-            gate_input_ptr
-            + batch_row * (2 * gate * length)
-            + gates.to(tl.int64)[:, None] * length
-            + times[None, :]
-        )
+        # offsets in int64 from the batch row on (left to right), so that no product wraps
+        z_row = gate_input_ptr + batch_row * 2 * gate * length + times[None, :]
         z_mask = gate_mask[:, None] & time_mask[None, :]
-        tl.store(z_ptrs, z_filter.to(gate_input_ptr.dtype.element_ty), mask=z_mask)
-        tl.store(z_ptrs + gate * length, z_gate.to(gate_input_ptr.dtype.element_ty), mask=z_mask)
+        z_type = gate_input_ptr.dtype.element_ty
+        tl.store(z_row + gates.to(tl.int64)[:, None] * length, z_filter.to(z_type), mask=z_mask)
+        z_gate_rows = (gates.to(tl.int64) + gate)[:, None] * length
+        tl.store(z_row + z_gate_rows, z_gate.to(z_type), mask=z_mask)
 
     tanh, sigmoid = _tanh_sigmoid(z_filter, z_gate)
     # the padding rows past G stay zero, so that a non-finite x there cannot reach the sums
@@ -300,16 +298,14 @@ def _wavenet_layer_bwd_kernel_gate(
     gate_mask = gates < gate
     mask = gate_mask[:, None] & time_mask[None, :]
 
-    z_ptrs = (
-        gate_input_ptr
-        + batch_row * stride_z_b
-        + gates.to(tl.int64)[:, None] * stride_z_c
-        + times.to(tl.int64)[None, :] * stride_z_t
-    )
-    z_filter = tl.load(z_ptrs, mask=mask, other=0).to(ACC_DTYPE)
-    z_gate = tl.load(z_ptrs + gate * stride_z_c, mask=mask, other=0).to(ACC_DTYPE)
+    z_row = gate_input_ptr + batch_row * stride_z_b + times.to(tl.int64)[None, :] * stride_z_t
+    z_filter_rows = gates.to(tl.int64)[:, None] * stride_z_c
+    z_gate_rows = (gates.to(tl.int64) + gate)[:, None] * stride_z_c
+    z_filter = tl.load(z_row + z_filter_rows, mask=mask, other=0).to(ACC_DTYPE)
+    z_gate = tl.load(z_row + z_gate_rows, mask=mask, other=0).to(ACC_DTYPE)
     tanh, sigmoid = _tanh_sigmoid(z_filter, z_gate)
-    out_ptrs = batch_row * (gate * length) + gates.to(tl.int64)[:, None] * length + times[None, :]
+    # offsets in int64 from the batch row on (left to right), so that no product wraps
+    out_ptrs = batch_row * gate * length + gates.to(tl.int64)[:, None] * length + times[None, :]
     tl.store(a_ptr + out_ptrs, (tanh * sigmoid).to(a_ptr.dtype.element_ty), mask=mask)
 
     # da = W_s^T dskip + W_r^T dx_next, the tiles of W^T read in place
@@ -352,10 +348,14 @@ def _wavenet_layer_bwd_kernel_gate(
     # the chain rule through a = tanh(z_f) sigmoid(z_g), in the reference's order of factors
     dz_filter = (da * sigmoid) * (1.0 - tanh * tanh)
     dz_gate = (da * tanh) * (sigmoid * (1.0 - sigmoid))
-    dz_ptrs = dz_ptr + 2 * batch_row * (gate * length) + gates.to(tl.int64)[:, None] * length
-    dz_ptrs += times[None, :]
-    tl.store(dz_ptrs, dz_filter.to(dz_ptr.dtype.element_ty), mask=mask)
-    tl.store(dz_ptrs + gate * length, dz_gate.to(dz_ptr.dtype.element_ty), mask=mask)
+    dz_row = dz_ptr + batch_row * 2 * gate * length + times[None, :]
+    tl.store(
+        dz_row + gates.to(tl.int64)[:, None] * length,
+        dz_filter.to(dz_ptr.dtype.element_ty),
+        mask=mask,
+    )
+    dz_gate_rows = (gates.to(tl.int64) + gate)[:, None] * length
+    tl.store(dz_row + dz_gate_rows, dz_gate.to(dz_ptr.dtype.element_ty), mask=mask)
 
     if SUM_DZ:
         tiles = tl.num_programs(1)

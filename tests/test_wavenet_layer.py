@@ -387,3 +387,14 @@ def test_non_finite_values_propagate_as_in_the_reference(backend, dtype, where, 
     atol, rtol = TOLERANCES[dtype]
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, atol=atol, rtol=rtol, equal_nan=True)
+
+
+@pytest.mark.skipif("triton" not in LAYER_BACKENDS, reason="triton cannot run here")
+def test_triton_says_when_the_gate_is_too_wide():
+    # one program holds the whole gate: past 256 channels the Triton kernels refuse, by name
+    tensors = layer_inputs((1, 2, 257, 3, 4, 1, 1, 0, 0), torch.float32, requires_grad=False)
+    with (
+        pyreversible.use_backend("triton"),
+        pytest.raises(NotImplementedError, match="wavenet_layer: 257 gate channels on triton"),
+    ):
+        call(ops.wavenet_layer, tensors, 1)
