@@ -72,9 +72,10 @@ def _train_builder(batch, channels, size, k, mask_type):
 
 
 def cases(quick=False):
-    """The suite's cases; `quick` changes nothing here, every case is a second at most."""
+    """The suite's cases; `quick` keeps the 7x7 type A configuration only, so that
+    torch.compile, which compiles every case afresh (seconds each), stays short."""
     out = []
-    for batch, channels, size, k, mask_type in CONFIGS:
+    for batch, channels, size, k, mask_type in CONFIGS[:1] if quick else CONFIGS:
         c = k // 2
         taps = c * k + c + (mask_type == "B")
         params = {

@@ -23,6 +23,7 @@ import os
 import platform
 import statistics
 import sys
+import time
 from collections.abc import Callable
 
 import torch
@@ -190,18 +191,24 @@ def _timer(fn):
     return benchmark.Timer(stmt="fn()", globals={"fn": fn}, num_threads=torch.get_num_threads())
 
 
-def _failure(variant, error):
-    status = "n/a" if variant == COMPILE else "error"
-    return {"status": status, "reason": f"{type(error).__name__}: {error}".splitlines()[0][:300]}
+def _failure(variant, error, seconds=None):
+    # a compile that fails says so in the table, with how long it ran before failing
+    status = f"{COMPILE} failed" if variant == COMPILE else "error"
+    reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
+    if seconds is not None:
+        reason = f"after {seconds:.1f} s: {reason}"
+    return {"status": status, "reason": reason}
 
 
 def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=True):
     """Time every variant of `case`; a variant that fails is recorded with its reason.
 
     Each variant gets about `min_run_time` seconds of timed calls, split over `rounds` turns
-    interleaved with the other variants' turns, after `warmup` untimed calls.
+    interleaved with the other variants' turns, after `warmup` untimed calls. The first of
+    those is timed on its own: for COMPILE it is where dynamo traces and Inductor compiles,
+    and its time is recorded as compile_s (first call included).
     """
-    timings, fns = {}, {}
+    timings, fns, first_calls = {}, {}, {}
     for variant in variants(device):
         if variant == COMPILE and not with_compile:
             timings[variant] = {"status": "skipped", "reason": "--no-compile"}
@@ -209,15 +216,20 @@ def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=
         if variant == COMPILE:
             # a fresh cache per case, so no case hits dynamo's recompile limit and runs eager
             torch._dynamo.reset()
+        start = time.perf_counter()
         try:
             fn = case.build(variant, device)
-            for _ in range(warmup):
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            first_calls[variant] = time.perf_counter() - start
+            for _ in range(warmup - 1):
                 fn()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             fns[variant] = fn
         except Exception as e:
-            timings[variant] = _failure(variant, e)
+            timings[variant] = _failure(variant, e, time.perf_counter() - start)
         fn = None
 
     times = {variant: [] for variant in fns}
@@ -231,6 +243,8 @@ def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=
                 del fns[variant]
     for variant in fns:
         timings[variant] = {"status": "ok", **_stats(times[variant])}
+        if variant == COMPILE:
+            timings[variant]["compile_s"] = first_calls[variant]
     fns = None
     _free(device)
 
@@ -289,7 +303,7 @@ def table_rows(result):
     for variant, t in result["timings"].items():
         if t["status"] != "ok":
             cells = [result["case"], variant, f"{t['status']}: {t['reason']}"]
-            lines.append(f"{cells[0]:<24}  {cells[1]:<13}  {cells[2][:70]}")
+            lines.append(f"{cells[0]:<24}  {cells[1]:<13}  {cells[2][:120]}")
             continue
         frac, bw = t["flop_peak_fraction"], t["bandwidth_peak_fraction"]
         cells = [
@@ -304,10 +318,11 @@ def table_rows(result):
             _fmt(t["gb_per_s"], ".2f"),
             _fmt(bw and bw * 100, ".1f"),
         ]
-        lines.append(
-            "  ".join(
-                cell.ljust(width) if i < 2 else cell.rjust(width)
-                for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))
-            )
+        line = "  ".join(
+            cell.ljust(width) if i < 2 else cell.rjust(width)
+            for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))
         )
+        if "compile_s" in t:
+            line += f"  (first call, trace + compile: {t['compile_s']:.1f} s)"
+        lines.append(line)
     return lines

@@ -8,12 +8,16 @@ from helpers import BACKENDS, DEVICE, DTYPES, assert_close, strided
 from torch import nn
 
 import pyreversible
-from pyreversible import ops, reference
+from pyreversible import _backend, ops, reference
 from pyreversible.nn import MaskedConv2d
-from pyreversible.ops.masked_conv2d import _BACKENDS
+from pyreversible.ops.masked_conv2d import _BACKENDS, _kernels
 
 # the compiled backends that implement this op on the test device
 OP_BACKENDS = [b for b in BACKENDS if b in _BACKENDS.get(DEVICE, ())]
+
+# Under the Triton interpreter every operation of every program runs in Python: a call costs
+# about a second per few taps whatever the size, so interpreted Triton takes fewer cases.
+INTERPRETED = DEVICE == "cpu"
 
 # (batch, in channels, out channels, height, width, bias): sizes 1, 3, 7, 28 and channels
 # 1, 3, 16, each with and without a bias somewhere
@@ -25,6 +29,48 @@ CASES = [
     (1, 16, 16, 28, 28, False),
 ]
 CASE_IDS = [f"B{b}-I{i}-O{o}-{h}x{w}-bias{int(bias)}" for b, i, o, h, w, bias in CASES]
+
+# (dtype, mask type, K, case) on interpreted Triton: every dtype, both masks, K 1, 3, 5 (type A
+# with K 1 keeps no tap: y is the bias), and tiles of several channel blocks (40 and 70 exceed
+# one block of each)
+INTERPRETED_CASES = [
+    (torch.float32, "A", 3, (3, 3, 16, 3, 7, False)),
+    (torch.float64, "B", 5, (1, 16, 3, 9, 6, True)),
+    (torch.float64, "A", 1, (3, 3, 3, 7, 5, True)),
+    (torch.float16, "B", 3, (2, 3, 5, 6, 7, True)),
+    (torch.bfloat16, "A", 5, (1, 3, 4, 5, 5, True)),
+    (torch.float32, "B", 3, (1, 40, 70, 4, 5, True)),
+]
+
+
+def backend_cases(backends):
+    # (backend, dtype, mask type, K, case): every combination on the CPU's C++ kernels and on
+    # a GPU, the cases above on interpreted Triton
+    params = []
+    for backend in backends:
+        if backend == "triton" and INTERPRETED:
+            combos = INTERPRETED_CASES
+        else:
+            combos = [
+                (dtype, mask_type, k, case)
+                for dtype in DTYPES
+                for mask_type in "AB"
+                for k in (1, 3, 5, 7)
+                for case in CASES
+            ]
+        for dtype, mask_type, k, case in combos:
+            b, i, o, h, w, bias = case
+            ident = (
+                f"{backend}-{str(dtype).removeprefix('torch.')}-{mask_type}-K{k}-"
+                f"B{b}-I{i}-O{o}-{h}x{w}-bias{int(bias)}"
+            )
+            params.append(pytest.param(backend, dtype, mask_type, k, case, id=ident))
+    return params
+
+
+def slow_under_interpreter(backend):
+    # whether `backend` runs interpreted here, where a test takes its smallest variant
+    return backend == "triton" and INTERPRETED
 
 
 def make_args(case, k, dtype, requires_grad=True):
@@ -58,11 +104,9 @@ def conv_masked(x, weight, bias, mask_type):
     return conv, mask
 
 
-@pytest.mark.parametrize("backend", ["reference", *OP_BACKENDS])
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("mask_type", ["A", "B"])
-@pytest.mark.parametrize("k", [1, 3, 5, 7])
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(
+    ("backend", "dtype", "mask_type", "k", "case"), backend_cases(["reference", *OP_BACKENDS])
+)
 def test_matches_reference_and_conv2d(backend, dtype, mask_type, k, case):
     x, weight, bias = args = make_args(case, k, dtype)
     cotangent = torch.randn(case[0], case[2], case[3], case[4], dtype=dtype, device=DEVICE)
@@ -81,13 +125,13 @@ def test_matches_reference_and_conv2d(backend, dtype, mask_type, k, case):
     conv, mask = conv_masked(x, weight, bias, mask_type)
     xc = x.detach().requires_grad_()
     y_conv = conv(xc)
-    assert_close(y, y_conv)
+    assert_close(y, y_conv, dtype)
     conv_grads = grads(y_conv, [xc, conv.weight, conv.bias], cotangent)
-    assert_close(got_grads[0], conv_grads[0])
-    assert_close(got_grads[1], conv_grads[1] * mask)
+    assert_close(got_grads[0], conv_grads[0], dtype)
+    assert_close(got_grads[1], conv_grads[1] * mask, dtype)
     assert (got_grads[1][..., mask == 0] == 0).all()
     if bias is not None:
-        assert_close(got_grads[2], conv_grads[2])
+        assert_close(got_grads[2], conv_grads[2], dtype)
 
 
 @pytest.mark.parametrize("backend", OP_BACKENDS)
@@ -143,13 +187,27 @@ def test_inference_has_no_autograd_node(backend):
     assert_close(y, reference.masked_conv2d(x, weight, bias, "A").detach())
 
 
-@pytest.mark.parametrize("backend", OP_BACKENDS)
-@pytest.mark.parametrize("mask_type, k", [("A", 3), ("B", 3), ("A", 5), ("B", 1)])
+def per_backend(variants, interpreted):
+    # (backend, *variant) for every backend, with fewer variants on interpreted Triton
+    return [
+        (backend, *variant)
+        for backend in OP_BACKENDS
+        for variant in (interpreted if slow_under_interpreter(backend) else variants)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("backend", "mask_type", "k"),
+    per_backend([("A", 3), ("B", 3), ("A", 5), ("B", 1)], [("A", 3), ("B", 1)]),
+)
 def test_gradcheck(backend, mask_type, k):
     x, weight, bias = make_args((2, 2, 3, 4, 5, True), k, torch.float64)
+    # interpreted Triton checks random directions of the Jacobian (fast mode): the full
+    # Jacobian takes a kernel launch per input element
+    fast = slow_under_interpreter(backend)
     with pyreversible.use_backend(backend):
         assert torch.autograd.gradcheck(
-            lambda x, w, b: ops.masked_conv2d(x, w, b, mask_type), (x, weight, bias)
+            lambda x, w, b: ops.masked_conv2d(x, w, b, mask_type), (x, weight, bias), fast_mode=fast
         )
 
 
@@ -157,7 +215,7 @@ def test_gradcheck(backend, mask_type, k):
 def test_opcheck(backend):
     x, weight, bias = make_args((2, 3, 4, 5, 6, True), 3, torch.float32, requires_grad=False)
     dy = torch.randn(2, 4, 5, 6, device=DEVICE)
-    namespace = torch.ops.pyreversible
+    namespace = _kernels(backend)
     # the ops carry no autograd of their own (MaskedConv2dFunction does)
     utils = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
     torch.library.opcheck(namespace.masked_conv2d_fwd, (x, weight, bias, "A"), test_utils=utils)
@@ -207,9 +265,11 @@ def test_loads_conv2d_state_dict(backend, bias):
     assert_close(y, F.conv2d(x, conv.weight * mask, conv.bias, padding=1))
 
 
-@pytest.mark.parametrize("backend", ["reference", *OP_BACKENDS])
-@pytest.mark.parametrize("mask_type", ["A", "B"])
-@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize(
+    ("backend", "mask_type", "k"),
+    [(b, m, k) for b in ["reference"] for m in "AB" for k in (3, 5)]
+    + per_backend([(m, k) for m in "AB" for k in (3, 5)], [("A", 3), ("B", 5)]),
+)
 def test_causality(backend, mask_type, k):
     """Perturbing input pixel q (every channel) changes no output at a pixel p <= q in raster
     order for type A, and none at p < q for type B; it does change the output at the next pixel
@@ -279,12 +339,9 @@ def test_module_bad_arguments(kwargs, message):
 
 def test_backend_choice():
     x, weight, bias = make_args((1, 2, 2, 3, 3, True), 3, torch.float32, False)
-    # a backend without kernels for this op says so instead of falling back
-    with (
-        pyreversible.use_backend("triton"),
-        pytest.raises(pyreversible.BackendUnavailableError, match="no triton kernels"),
-    ):
-        ops.masked_conv2d(x, weight, bias)
+    # interpreted Triton is for tests: auto never takes it on the CPU
+    cpu = torch.device("cpu")
+    assert _backend.resolve("masked_conv2d", cpu, torch.float32, _BACKENDS) != "triton"
     if "cpp" not in OP_BACKENDS:
         return
     xb, wb = x.bfloat16(), weight.bfloat16()
@@ -297,7 +354,7 @@ def test_backend_choice():
 @pytest.mark.parametrize("backend", OP_BACKENDS)
 def test_kernel_checks_its_arguments(backend):
     x, weight, bias = make_args((1, 2, 2, 3, 3, True), 3, torch.float32, False)
-    namespace = torch.ops.pyreversible
+    namespace = _kernels(backend)
     with pytest.raises(ValueError, match="masked_conv2d_fwd: .*odd size"):
         namespace.masked_conv2d_fwd(x, weight[..., :2, :2], bias, "A")
     with pytest.raises(ValueError, match="masked_conv2d_fwd: mask_type"):

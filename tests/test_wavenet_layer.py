@@ -9,10 +9,14 @@ from helpers import BACKENDS, DEVICE, DTYPES, TOLERANCES, assert_close, strided
 
 import pyreversible
 from pyreversible import ops, reference
-from pyreversible.ops.wavenet_layer import _BACKENDS
+from pyreversible.ops.wavenet_layer import _BACKENDS, _kernels
 
 # the compiled backends this op has on the test device, of those that can run here
 LAYER_BACKENDS = [b for b in BACKENDS if b in _BACKENDS.get(DEVICE, ())]
+
+# Under the Triton interpreter every operation of every program runs in Python (about a second
+# a call here whatever the size): interpreted Triton takes fewer cases.
+INTERPRETED = DEVICE == "cpu"
 
 # (B, R, G, S, T, K, dilation, C_local, C_global): together they cover K 1, 2, 3, dilations
 # 1, 2, 7, 512 (some reaching back further than the whole sequence), T 1, 63, 129, batch 1 and
@@ -28,6 +32,44 @@ CASES = [
     (3, 16, 16, 32, 129, 2, 2, 0, 0),
 ]
 CASE_IDS = ["B{}-R{}-G{}-S{}-T{}-K{}-d{}-local{}-global{}".format(*c) for c in CASES]
+
+# (dtype, case) on interpreted Triton: every dtype, no, local, global and both conditionings,
+# K 1, 2, 3, dilations past the sequence, and channels over several blocks (R 40 and S 70 exceed
+# one block of the input loop, G 20 pads the gate to 32)
+INTERPRETED_CASES = [
+    (torch.float32, (1, 3, 2, 5, 1, 1, 1, 0, 0)),
+    (torch.float64, (3, 6, 5, 4, 129, 2, 7, 2, 3)),
+    (torch.float32, (1, 40, 20, 70, 63, 3, 2, 0, 35)),
+    (torch.float64, (3, 4, 4, 8, 63, 3, 512, 0, 0)),
+    (torch.float16, (3, 4, 3, 6, 63, 2, 1, 3, 0)),
+    (torch.bfloat16, (1, 5, 4, 7, 129, 3, 2, 0, 2)),
+]
+
+
+def backend_cases(backends):
+    # (backend, dtype, case): every case on each backend, the cases above on interpreted Triton
+    params = []
+    for backend in backends:
+        if backend == "triton" and INTERPRETED:
+            combos = INTERPRETED_CASES
+        else:
+            combos = [(dtype, case) for dtype in DTYPES for case in CASES]
+        for dtype, case in combos:
+            ident = "{}-{}-B{}-R{}-G{}-S{}-T{}-K{}-d{}-local{}-global{}".format(
+                backend, str(dtype).removeprefix("torch."), *case
+            )
+            params.append(pytest.param(backend, dtype, case, id=ident))
+    return params
+
+
+def per_backend(variants, interpreted):
+    # (backend, variant) for every backend, with fewer variants on interpreted Triton
+    return [
+        (backend, variant)
+        for backend in LAYER_BACKENDS
+        for variant in (interpreted if backend == "triton" and INTERPRETED else variants)
+    ]
+
 
 # the layer's tensors in the order of its signature, past x and before the dilation
 PARAMS = (
@@ -123,9 +165,7 @@ def cotangents_for(case, dtype, layout=None):
     return [layout(t) for t in out] if layout else out
 
 
-@pytest.mark.parametrize("backend", LAYER_BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+@pytest.mark.parametrize(("backend", "dtype", "case"), backend_cases(LAYER_BACKENDS))
 def test_matches_reference_and_composition(backend, dtype, case):
     tensors = layer_inputs(case, dtype)
     check_against(backend, tensors, case[6], cotangents_for(case, dtype), dtype)
@@ -197,8 +237,8 @@ def test_empty_inputs(backend, shape):
             assert_close(g, torch.zeros_like(g))
 
 
-@pytest.mark.parametrize("backend", LAYER_BACKENDS)
-@pytest.mark.parametrize("conditioned", [False, True], ids=["plain", "conditioned"])
+# interpreted Triton takes the conditioned variant only, which has every input of the plain one
+@pytest.mark.parametrize(("backend", "conditioned"), per_backend([False, True], [True]))
 def test_gradcheck(backend, conditioned):
     case = (2, 3, 2, 3, 9, 2, 3, 2 if conditioned else 0, 2 if conditioned else 0)
     tensors = layer_inputs(case, torch.float64)
@@ -210,20 +250,22 @@ def test_gradcheck(backend, conditioned):
             full[i] = t
         return call(ops.wavenet_layer, full, 3)
 
+    # interpreted Triton checks random directions of the Jacobian (fast mode): the full one
+    # takes a kernel launch per input element
+    fast = backend == "triton" and INTERPRETED
     with pyreversible.use_backend(backend):
-        assert torch.autograd.gradcheck(fn, [tensors[i] for i in positions])
+        assert torch.autograd.gradcheck(fn, [tensors[i] for i in positions], fast_mode=fast)
 
 
-@pytest.mark.parametrize("backend", LAYER_BACKENDS)
-@pytest.mark.parametrize("conditioned", [False, True], ids=["plain", "conditioned"])
+@pytest.mark.parametrize(("backend", "conditioned"), per_backend([False, True], [True]))
 def test_opcheck(backend, conditioned):
     case = (3, 4, 3, 5, 17, 3, 2, 2 if conditioned else 0, 3 if conditioned else 0)
     t = [None if v is None else v.detach() for v in layer_inputs(case, torch.float64)]
     x, cw, cb, rw, rb, sw, sb, lc, lw, gc, gw = t
     # the ops carry no autograd of their own (WavenetLayerFunction in pyreversible.ops does)
     utils = ("test_schema", "test_faketensor", "test_aot_dispatch_dynamic")
-    fwd = torch.ops.pyreversible.wavenet_layer_fwd
-    bwd = torch.ops.pyreversible.wavenet_layer_bwd
+    fwd = _kernels(backend).wavenet_layer_fwd
+    bwd = _kernels(backend).wavenet_layer_bwd
     torch.library.opcheck(
         fwd, (x, cw, cb, rw, rb, sw, sb, 2, lc, lw, gc, gw, True), test_utils=utils
     )
@@ -313,7 +355,7 @@ def test_kernel_checks_its_arguments(backend):
     x, cw, cb, rw, rb, sw, sb, lc, lw, gc, gw = layer_inputs(
         (2, 4, 3, 5, 10, 2, 1, 2, 3), torch.float32, requires_grad=False
     )
-    fwd = torch.ops.pyreversible.wavenet_layer_fwd
+    fwd = _kernels(backend).wavenet_layer_fwd
     with pytest.raises(ValueError, match="wavenet_layer_fwd: dilation must be >= 1"):
         fwd(x, cw, cb, rw, rb, sw, sb, 0, lc, lw, gc, gw, False)
     with pytest.raises(ValueError, match="wavenet_layer_fwd: local_cond must be"):
@@ -324,8 +366,8 @@ def test_kernel_checks_its_arguments(backend):
         fwd(x, cw.double(), cb, rw, rb, sw, sb, 1, lc, lw, gc, gw, False)
 
 
-@pytest.mark.parametrize("backend", LAYER_BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES)
+# interpreted Triton in float64 only: its float32 arithmetic is numpy's, as float64's
+@pytest.mark.parametrize(("backend", "dtype"), per_backend(DTYPES, [torch.float64]))
 @pytest.mark.parametrize("where", ["x", "conv_weight", "dskip"])
 @pytest.mark.parametrize("value", [float("nan"), float("inf")], ids=["nan", "inf"])
 def test_non_finite_values_propagate_as_in_the_reference(backend, dtype, where, value):
@@ -345,3 +387,14 @@ def test_non_finite_values_propagate_as_in_the_reference(backend, dtype, where, 
     atol, rtol = TOLERANCES[dtype]
     for got, want in zip(*results, strict=True):
         torch.testing.assert_close(got, want, atol=atol, rtol=rtol, equal_nan=True)
+
+
+@pytest.mark.skipif("triton" not in LAYER_BACKENDS, reason="triton cannot run here")
+def test_triton_says_when_the_gate_is_too_wide():
+    # one program holds the whole gate: past 256 channels the Triton kernels refuse, by name
+    tensors = layer_inputs((1, 2, 257, 3, 4, 1, 1, 0, 0), torch.float32, requires_grad=False)
+    with (
+        pyreversible.use_backend("triton"),
+        pytest.raises(NotImplementedError, match="wavenet_layer: 257 gate channels on triton"),
+    ):
+        call(ops.wavenet_layer, tensors, 1)

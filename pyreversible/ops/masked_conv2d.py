@@ -3,7 +3,7 @@
 The compiled kernels visit only the kept taps of the mask (a little over half of the K * K),
 instead of multiplying a full convolution's weight by a mask of zeros. Runs on the backend
 chosen by pyreversible.set_backend (see pyreversible._backend): `reference` anywhere, `cpp` on
-the CPU.
+the CPU, `triton` on CUDA (and on the CPU under the interpreter, for tests).
 """
 
 import torch
@@ -13,26 +13,37 @@ from pyreversible.reference.masked_conv2d import MASK_TYPES
 from pyreversible.reference.masked_conv2d import masked_conv2d as reference_masked_conv2d
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp",)}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("triton",)}
+
+# Kernel namespace of each compiled backend: the same op names live in both.
+_NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}
+
+
+def _kernels(backend):
+    if backend == "triton":
+        # importing the module registers the pyreversible_triton ops
+        import pyreversible.kernels.masked_conv2d  # noqa: F401
+    return getattr(torch.ops, _NAMESPACE[backend])
 
 
 class MaskedConv2dFunction(torch.autograd.Function):
-    """y = the masked convolution of x; the backward returns zeros at the masked taps of dW."""
+    """y = the masked convolution of x on compiled kernels; config = (backend, mask_type). The
+    backward returns zeros at the masked taps of dW."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mask_type):
-        ctx.mask_type = mask_type
+    def forward(ctx, x, weight, bias, config):
+        backend, mask_type = config
+        ctx.config = config
         ctx.has_bias = bias is not None
         ctx.save_for_backward(x, weight)
-        return torch.ops.pyreversible.masked_conv2d_fwd(x, weight, bias, mask_type)
+        return _kernels(backend).masked_conv2d_fwd(x, weight, bias, mask_type)
 
     @staticmethod
     def backward(ctx, dy):
+        backend, mask_type = ctx.config
         x, weight = ctx.saved_tensors
         need_dx = ctx.needs_input_grad[0]
-        dx, dweight, dbias = torch.ops.pyreversible.masked_conv2d_bwd(
-            dy, x, weight, ctx.mask_type, need_dx
-        )
+        dx, dweight, dbias = _kernels(backend).masked_conv2d_bwd(dy, x, weight, mask_type, need_dx)
         return dx if need_dx else None, dweight, dbias if ctx.has_bias else None, None
 
 
@@ -107,9 +118,9 @@ def masked_conv2d(x, weight, bias=None, mask_type="B"):
         return reference_masked_conv2d(x, weight, bias, mask_type)
     params = (x, weight) if bias is None else (x, weight, bias)
     if torch.is_grad_enabled() and any(t.requires_grad for t in params):
-        return MaskedConv2dFunction.apply(x, weight, bias, mask_type)
+        return MaskedConv2dFunction.apply(x, weight, bias, (backend, mask_type))
     # inference (sampling): no autograd node, nothing saved
-    return torch.ops.pyreversible.masked_conv2d_fwd(x, weight, bias, mask_type)
+    return _kernels(backend).masked_conv2d_fwd(x, weight, bias, mask_type)
 
 
 def _register_fakes():

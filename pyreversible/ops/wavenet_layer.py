@@ -4,7 +4,8 @@ z = causal_conv1d(x, W_conv, b_conv, d) (+ W_local c_local) (+ W_global c_global
 a = tanh(z[:, :G]) * sigmoid(z[:, G:]);  skip = W_s a + b_s;  x_next = x + W_r a + b_r.
 
 Runs on the backend chosen by pyreversible.set_backend (see pyreversible._backend). The op has
-C++ CPU kernels (float32, float64) so far; on other devices `auto` takes the reference.
+C++ CPU kernels (float32, float64) and Triton kernels (native on CUDA, under the interpreter on
+the CPU).
 """
 
 import torch
@@ -14,12 +15,22 @@ from pyreversible.ops.causal_conv1d import _check_int
 from pyreversible.reference.wavenet_layer import wavenet_layer as reference_wavenet_layer
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp",)}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("triton",)}
+
+# Kernel namespace of each compiled backend: the same op names live in both.
+_NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}
+
+
+def _kernels(backend):
+    if backend == "triton":
+        # importing the module registers the pyreversible_triton ops
+        import pyreversible.kernels.wavenet_layer  # noqa: F401
+    return getattr(torch.ops, _NAMESPACE[backend])
 
 
 class WavenetLayerFunction(torch.autograd.Function):
-    """(x_next, skip) = wavenet_layer(...) on the C++ kernels; the forward saves z (2G channels),
-    from which the backward recomputes the gate."""
+    """(x_next, skip) = wavenet_layer(...) on compiled kernels; config = (backend, dilation). The
+    forward saves z (2G channels), from which the backward recomputes the gate."""
 
     @staticmethod
     def forward(
@@ -31,13 +42,14 @@ class WavenetLayerFunction(torch.autograd.Function):
         residual_bias,
         skip_weight,
         skip_bias,
-        dilation,
+        config,
         local_cond,
         local_weight,
         global_cond,
         global_weight,
     ):
-        x_next, skip, gate_input = torch.ops.pyreversible.wavenet_layer_fwd(
+        backend, dilation = config
+        x_next, skip, gate_input = _kernels(backend).wavenet_layer_fwd(
             x,
             conv_weight,
             conv_bias,
@@ -52,7 +64,7 @@ class WavenetLayerFunction(torch.autograd.Function):
             global_weight,
             True,
         )
-        ctx.dilation = dilation
+        ctx.config = config
         ctx.has_bias = (conv_bias is not None, residual_bias is not None, skip_bias is not None)
         ctx.save_for_backward(
             gate_input,
@@ -75,8 +87,9 @@ class WavenetLayerFunction(torch.autograd.Function):
             dx_next = torch.zeros_like(x)
         if dskip is None:
             dskip = x.new_zeros(x.shape[0], skip_w.shape[0], x.shape[2])
+        backend, dilation = ctx.config
         grads = list(
-            torch.ops.pyreversible.wavenet_layer_bwd(
+            _kernels(backend).wavenet_layer_bwd(
                 dx_next,
                 dskip,
                 gate_input,
@@ -84,7 +97,7 @@ class WavenetLayerFunction(torch.autograd.Function):
                 conv_w,
                 res_w,
                 skip_w,
-                ctx.dilation,
+                dilation,
                 local,
                 local_w,
                 glob,
@@ -252,11 +265,9 @@ def wavenet_layer(
         return reference_wavenet_layer(*args, dilation, *conditioning)
     tensors = [t for t in (*args, *conditioning) if t is not None]
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
-        return WavenetLayerFunction.apply(*args, dilation, *conditioning)
+        return WavenetLayerFunction.apply(*args, (backend, dilation), *conditioning)
     # inference (generation, evaluation): no autograd node, z not saved
-    x_next, skip, _ = torch.ops.pyreversible.wavenet_layer_fwd(
-        *args, dilation, *conditioning, False
-    )
+    x_next, skip, _ = _kernels(backend).wavenet_layer_fwd(*args, dilation, *conditioning, False)
     return x_next, skip
 
 
