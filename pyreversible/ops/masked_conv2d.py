@@ -3,7 +3,7 @@
 The compiled kernels visit only the kept taps of the mask (a little over half of the K * K),
 instead of multiplying a full convolution's weight by a mask of zeros. Runs on the backend
 chosen by pyreversible.set_backend (see pyreversible._backend): `reference` anywhere, `cpp` on
-the CPU.
+the CPU (float32, float64) and on CUDA (float32, float64, float16, bfloat16).
 """
 
 import torch
@@ -13,7 +13,7 @@ from pyreversible.reference.masked_conv2d import MASK_TYPES
 from pyreversible.reference.masked_conv2d import masked_conv2d as reference_masked_conv2d
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp",)}
+_BACKENDS = {"cpu": ("cpp",), "cuda": ("cpp",)}
 
 
 class MaskedConv2dFunction(torch.autograd.Function):
