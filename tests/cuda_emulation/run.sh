@@ -7,7 +7,7 @@
 # bounds, tiling and reductions, not the device compiler, the memory model or speed. Needs g++
 # with C++20 and the CUDA toolkit's headers; about 5 minutes on 2 cores, so it is a manual
 # check, not part of the pytest suite:
-#     bash tests/cuda_emulation/run.sh
+#     bash tests/cuda_emulation/run.sh [causal | masked | wavenet | nonfinite]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 here=tests/cuda_emulation

@@ -81,10 +81,11 @@ struct DepthwiseShape {
 };
 
 // The depthwise convolution, one thread per output over its K taps:
-// dst[b, c, t] = bias[c] + sum_k w[c, k] src[b, c, t + dir (K - 1 - k) d], zero taps outside
-// [0, length) (still multiplied, so that a non-finite weight meets the padding as in torch).
-// dir = -1: the forward (src = x, dst = y); dir = +1: the input gradient (src = dy, dst = dx,
-// no bias). Grid: x over blocks of 256 time steps, y over (batch row, channel) pairs, looping.
+// dst[b, c, t] = bias[c] + sum_k w[c, k] src[b, c, t + dir (K - 1 - k) d]. dir = -1: the
+// forward (src = x, dst = y), whose taps before t = 0 read the padding's zeros (multiplied, so
+// that a non-finite weight meets them as in torch); dir = +1: the input gradient (src = dy,
+// dst = dx, no bias), whose taps past the end do not exist (torch pads only the past). Grid: x
+// over blocks of 256 time steps, y over (batch row, channel) pairs, looping.
 template <typename T>
 struct DepthwiseArgs {
   DepthwiseShape s;
@@ -110,8 +111,11 @@ __global__ void __launch_bounds__(256) causal_conv1d_depthwise_kernel(DepthwiseA
     Acc sum = a.bias ? to_acc(a.bias[c]) : Acc(0);
     for (int64_t k = 0; k < a.s.taps; ++k) {
       const int64_t tt = t + a.dir * (a.s.taps - 1 - k) * a.s.dilation;
-      const Acc v = (tt >= 0 && tt < a.s.length) ? to_acc(src[tt * a.stride_src_t]) : Acc(0);
-      sum += to_acc(w[k]) * v;
+      if (tt >= 0 && tt < a.s.length) {
+        sum += to_acc(w[k]) * to_acc(src[tt * a.stride_src_t]);
+      } else if (a.dir < 0) {
+        sum += to_acc(w[k]) * Acc(0);
+      }
     }
     a.dst[b * a.stride_dst_b + c * a.stride_dst_c + t * a.stride_dst_t] = from_acc<T>(sum);
   }

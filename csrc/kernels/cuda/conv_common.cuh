@@ -14,6 +14,8 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include <type_traits>
+
 #include "coupling_common.cuh"
 #include "pyreversible/kernels.h"
 
@@ -52,11 +54,14 @@ inline pyr_status launch_status() {
 // r0 <= r < r0 + count only, and returns 0 for rows or columns past the problem's. A_R_FAST
 // (B_R_FAST) says that consecutive threads load consecutive reduction steps of A (B), which is
 // what keeps the loads coalesced when the operand is contiguous along the reduction; otherwise
-// they load consecutive rows (columns). Every thread of the block must call this: it
+// they load consecutive rows (columns). With ABSENT, l.present(r, n) says which terms of B
+// exist at all: an absent one adds nothing, not A * 0, so that a NaN or infinite A does not
+// reach it (torch's input gradients of a padded convolution have no terms for the padding);
+// `present` is the shared array that carries it. Every thread of the block must call this: it
 // synchronises before and after using the shared chunk.
-template <bool A_R_FAST, bool B_R_FAST, typename Acc, typename Loader>
+template <bool A_R_FAST, bool B_R_FAST, bool ABSENT = false, typename Acc, typename Loader>
 __device__ __forceinline__ void mma_chunk(TileSmem<Acc>& s, Acc (&acc)[4][4], const Loader& l,
-                                          int64_t r0, int count) {
+                                          int64_t r0, int count, bool (*present)[kTile] = nullptr) {
   const int tid = threadIdx.x;
   // kChunk * kTile = 1024 elements per operand, 4 per thread.
 #pragma unroll
@@ -72,6 +77,7 @@ __device__ __forceinline__ void mma_chunk(TileSmem<Acc>& s, Acc (&acc)[4][4], co
     const int k = B_R_FAST ? e % kChunk : e / kTile;
     const int n = B_R_FAST ? e / kChunk : e % kTile;
     s.b[k][n] = k < count ? l.b(r0 + k, n) : Acc(0);
+    if constexpr (ABSENT) present[k][n] = k < count && l.present(r0 + k, n);
   }
   __syncthreads();
 
@@ -84,13 +90,30 @@ __device__ __forceinline__ void mma_chunk(TileSmem<Acc>& s, Acc (&acc)[4][4], co
     for (int i = 0; i < 4; ++i) av[i] = s.a[k][ty + 16 * i];
 #pragma unroll
     for (int j = 0; j < 4; ++j) bv[j] = s.b[k][tx + 16 * j];
+    if constexpr (ABSENT) {
+      bool pv[4];
 #pragma unroll
-    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) pv[j] = present[k][tx + 16 * j];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += pv[j] ? av[i] * bv[j] : Acc(0);
+    } else {
+#pragma unroll
+      for (int i = 0; i < 4; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+    }
   }
   __syncthreads();
 }
+
+// Whether a tile problem's B has absent terms: its Loader has present(r, n), and the problem
+// has_absent(n0), which says whether the column tile at n0 meets any (see mma_chunk).
+template <typename P, typename = void>
+struct HasAbsentTerms : std::false_type {};
+template <typename P>
+struct HasAbsentTerms<P, std::void_t<decltype(&P::Loader::present)>> : std::true_type {};
 
 template <typename Acc>
 __device__ __forceinline__ void zero(Acc (&acc)[4][4]) {
@@ -111,6 +134,8 @@ template <typename P>
 __global__ void __launch_bounds__(kTileThreads, kTileMinBlocks) tile_gemm_kernel(const P p) {
   using Acc = typename P::Acc;
   __shared__ TileSmem<Acc> s;
+  // which terms of B exist, for the problems that have absent ones
+  __shared__ bool present[HasAbsentTerms<P>::value ? kChunk : 1][kTile];
   const int tx = threadIdx.x % 16;
   const int ty = threadIdx.x / 16;
   const int64_t m_tiles = ceil_div(p.rows, kTile);
@@ -121,9 +146,18 @@ __global__ void __launch_bounds__(kTileThreads, kTileMinBlocks) tile_gemm_kernel
     const auto l = p.loader(job, m0, n0);
     Acc acc[4][4];
     zero(acc);
-    for (int64_t r0 = 0; r0 < p.depth; r0 += kChunk)
-      mma_chunk<P::kARFast, P::kBRFast>(s, acc, l, r0,
-                                        static_cast<int>(min64(kChunk, p.depth - r0)));
+    bool absent = false;
+    if constexpr (HasAbsentTerms<P>::value) absent = p.has_absent(n0);
+    for (int64_t r0 = 0; r0 < p.depth; r0 += kChunk) {
+      const int count = static_cast<int>(min64(kChunk, p.depth - r0));
+      if constexpr (HasAbsentTerms<P>::value) {
+        if (absent) {
+          mma_chunk<P::kARFast, P::kBRFast, true>(s, acc, l, r0, count, present);
+          continue;
+        }
+      }
+      mma_chunk<P::kARFast, P::kBRFast>(s, acc, l, r0, count);
+    }
 #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int64_t m = m0 + ty + 16 * i;
@@ -280,6 +314,14 @@ struct CausalTaps {
   uint32_t taps;
   int dir;
 
+  // Whether the time that row r reads at t is inside [0, length).
+  __device__ __forceinline__ bool inside(int64_t r, int64_t t) const {
+    const uint32_t i = static_cast<uint32_t>(r) / taps;
+    const uint32_t k = static_cast<uint32_t>(r) - i * taps;
+    const int64_t tt = t + dir * static_cast<int64_t>(taps - 1 - k) * dilation;
+    return tt >= 0 && tt < length;
+  }
+
   __device__ __forceinline__ typename AccOf<T>::type at(int64_t r, int64_t t) const {
     using Acc = typename AccOf<T>::type;
     const uint32_t i = static_cast<uint32_t>(r) / taps;
@@ -293,9 +335,11 @@ struct CausalTaps {
 // The input gradient of a causal convolution, per (batch row, group):
 //   dx[i, t] = sum_{o, k} W[o, i, k] dy[o, t + (K - 1 - k) d]  (+ add[i, t] when add is given),
 // rows are the group's input channels and the reduction runs over (output channel, tap) rows
-// r = o K + k, whose taps of dy look forward in time. dy has type TD: T, or the accumulation
-// type for a gradient kept in a workspace (the WaveNet layer's dz), which adds its residual
-// path's gradient through `add`.
+// r = o K + k, whose taps of dy look forward in time. The terms past the end of dy are absent,
+// not zero (torch pads only the past): the column tiles within (K - 1) d of the end leave them
+// out (mma_chunk's ABSENT), so that a non-finite weight reaches the same steps as in torch. dy has
+// type TD: T, or the accumulation type for a gradient kept in a workspace (the WaveNet layer's dz),
+// which adds its residual path's gradient through `add`.
 template <typename T, typename TD>
 struct CausalBwdData {
   using Acc = typename AccOf<T>::type;
@@ -327,7 +371,13 @@ struct CausalBwdData {
       return to_acc(w[(static_cast<int64_t>(o) * ci + i) * taps + k]);
     }
     __device__ Acc b(int64_t r, int n) const { return dy_taps.at(r, n0 + n); }
+    __device__ bool present(int64_t r, int n) const { return dy_taps.inside(r, n0 + n); }
   };
+
+  // Whether the column tile at n0 has taps that reach past the end of dy.
+  __device__ bool has_absent(int64_t n0) const {
+    return n0 + kTile - 1 + static_cast<int64_t>(taps - 1) * dilation >= length;
+  }
 
   __device__ Loader loader(int64_t job, int64_t m0, int64_t n0) const {
     const int64_t b = job / groups;
