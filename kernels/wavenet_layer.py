@@ -746,7 +746,8 @@ def _(
     schema=(
         "(Tensor dx_next, Tensor dskip, Tensor gate_input, Tensor x, Tensor conv_weight, "
         "Tensor residual_weight, Tensor skip_weight, int dilation, Tensor? local_cond, "
-        "Tensor? local_weight, Tensor? global_cond, Tensor? global_weight) -> "
+        "Tensor? local_weight, Tensor? global_cond, Tensor? global_weight, "
+        "bool[11] output_mask) -> "
         "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)"
     ),
 )
@@ -763,6 +764,7 @@ def wavenet_layer_bwd(
     local_weight,
     global_cond,
     global_weight,
+    output_mask,
 ):
     op = "wavenet_layer_bwd"
     _check_layer(
@@ -785,7 +787,7 @@ def wavenet_layer_bwd(
     ):
         _check_like(op, name, t, x)
         _check_shape(op, name, t, shape)
-    return _wavenet_layer_bwd(
+    grads = _wavenet_layer_bwd(
         dx_next,
         dskip,
         gate_input,
@@ -799,6 +801,9 @@ def wavenet_layer_bwd(
         global_cond,
         _contiguous(global_weight),
     )
+    # the Triton backward computes every gradient; those not asked for are dropped here, as
+    # the C++ op does not return them
+    return tuple(g if needed else None for g, needed in zip(grads, output_mask, strict=True))
 
 
 @wavenet_layer_bwd.register_fake
@@ -815,11 +820,12 @@ def _(
     local_weight,
     global_cond,
     global_weight,
+    output_mask,
 ):
     def like(t):
         return None if t is None else t.new_empty(t.shape)
 
-    return (
+    grads = (
         like(x),
         like(conv_weight),
         conv_weight.new_empty(conv_weight.shape[0]),
@@ -832,3 +838,4 @@ def _(
         like(global_cond),
         like(global_weight),
     )
+    return tuple(g if needed else None for g, needed in zip(grads, output_mask, strict=True))

@@ -378,7 +378,7 @@ def test_backends_the_op_does_not_have():
             pytest.raises(pyreversible.BackendUnavailableError, match="op has no cpp kernels"),
         ):
             _backend.resolve("op", cpu, torch.float32, backends={"cuda": ("cpp",)})
-    # on CUDA this op has Triton kernels only: auto takes them there
+    # on CUDA auto takes the CUDA C++ kernels
     if torch.cuda.is_available():
         x = torch.randn(2, 4, 10, device="cuda")
         w = torch.randn(4, 4, 2, device="cuda")

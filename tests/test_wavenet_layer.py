@@ -276,9 +276,62 @@ def test_opcheck(backend, conditioned):
     dx_next, dskip = (
         torch.randn_like(v) for v in fwd(x, cw, cb, rw, rb, sw, sb, 2, lc, lw, gc, gw, False)[:2]
     )
-    torch.library.opcheck(
-        bwd, (dx_next, dskip, z, x, cw, rw, sw, 2, lc, lw, gc, gw), test_utils=utils
-    )
+    args = (dx_next, dskip, z, x, cw, rw, sw, 2, lc, lw, gc, gw)
+    torch.library.opcheck(bwd, (*args, [True] * 11), test_utils=utils)
+    subset = [False, True, False, False, True, True, False, True, False, False, True]
+    torch.library.opcheck(bwd, (*args, subset), test_utils=utils)
+
+
+# output masks of the backward: nothing, each gradient alone, and a few groups that share work
+# (the projections' biases need no gate; dW_s alone needs a but not dz; the conditioning's
+# gradients need dz but not the convolution's backward)
+MASKS = [
+    [False] * 11,
+    *[[i == j for j in range(11)] for i in range(11)],
+    [False, False, False, False, True, False, True, False, False, False, False],
+    [True, True, True, False, False, False, False, False, False, False, False],
+    [False, False, False, False, False, False, False, True, True, True, True],
+]
+
+
+@pytest.mark.parametrize("backend", LAYER_BACKENDS)
+def test_backward_computes_only_the_gradients_asked_for(backend):
+    # every gradient asked for equals the one computed with all of them asked for; the others
+    # are not computed and come back as None
+    case = (2, 4, 3, 5, 17, 2, 3, 2, 3)
+    t = [v.detach() for v in layer_inputs(case, torch.float64)]
+    x, cw, cb, rw, rb, sw, sb, lc, lw, gc, gw = t
+    fwd = torch.ops.pyreversible.wavenet_layer_fwd
+    bwd = torch.ops.pyreversible.wavenet_layer_bwd
+    _, _, z = fwd(x, cw, cb, rw, rb, sw, sb, 3, lc, lw, gc, gw, True)
+    dx_next, dskip = cotangents_for(case, torch.float64)
+    args = (dx_next, dskip, z, x, cw, rw, sw, 3, lc, lw, gc, gw)
+    full = bwd(*args, [True] * 11)
+    assert all(g is not None for g in full)
+    for mask in MASKS:
+        got = bwd(*args, mask)
+        for wanted, g, want in zip(mask, got, full, strict=True):
+            if wanted:
+                assert_close(g, want)
+            else:
+                assert g is None
+
+
+@pytest.mark.parametrize("backend", LAYER_BACKENDS)
+@pytest.mark.parametrize(
+    ("wanted", "used"),
+    [((5,), (1,)), ((4, 6), (0, 1)), ((7, 8, 9, 10), (0, 1))],
+    ids=["dW_s", "biases", "cond"],
+)
+def test_gradients_of_a_subset(backend, wanted, used):
+    # only the tensors at `wanted` (indices into layer_inputs) require grad: autograd gets
+    # exactly those, equal to the reference's (skip_weight reaches the skip output only)
+    case = (3, 4, 3, 6, 63, 2, 1, 3, 2)
+    tensors = layer_inputs(case, torch.float64, requires_grad=False)
+    for i in wanted:
+        tensors[i].requires_grad_()
+    cotangents = cotangents_for(case, torch.float64)
+    check_against(backend, tensors, 1, cotangents, torch.float64, used)
 
 
 @pytest.mark.parametrize("backend", ["reference", *LAYER_BACKENDS])

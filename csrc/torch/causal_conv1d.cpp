@@ -1,12 +1,19 @@
 // torch.library registration of the causal dilated convolution: schemas, argument checks,
-// allocation, and dispatch to the C ABI. CPU only: the CUDA kernels are not written yet, and
-// the ops layer (pyreversible/ops/causal_conv1d.py) never sends a CUDA tensor here.
+// allocation, and dispatch to the C ABI for CPU and CUDA tensors.
 #include <tuple>
 
 #include "common.h"
 
 namespace pyr {
 namespace {
+
+#ifdef PYR_WITH_CUDA
+constexpr auto pyr_fwd_cuda = pyr_causal_conv1d_fwd_cuda;
+constexpr auto pyr_bwd_cuda = pyr_causal_conv1d_bwd_cuda;
+#else
+constexpr decltype(&pyr_causal_conv1d_fwd_cpu) pyr_fwd_cuda = nullptr;
+constexpr decltype(&pyr_causal_conv1d_bwd_cpu) pyr_bwd_cuda = nullptr;
+#endif
 
 // Checks x (or dy) against the weight and fills the sizes shared by both params structs.
 template <typename Params>
@@ -69,7 +76,7 @@ at::Tensor causal_conv1d_fwd(const at::Tensor& x, const at::Tensor& weight,
   p.stride_y_c = y.stride(1);
   p.stride_y_t = y.stride(2);
   set_execution(p, x);
-  check_status(pyr_causal_conv1d_fwd_cpu(&p), op);
+  launch(pyr_causal_conv1d_fwd_cpu, pyr_fwd_cuda, p, x, op);
   return y;
 }
 
@@ -124,7 +131,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd(const at::Tenso
   p.dweight = dweight.defined() ? dweight.data_ptr() : nullptr;
   p.dbias = dbias.defined() ? dbias.data_ptr() : nullptr;
   set_execution(p, dy);
-  check_status(pyr_causal_conv1d_bwd_cpu(&p), op);
+  at::Tensor workspace;
+#ifdef PYR_WITH_CUDA
+  if (dy.is_cuda()) {
+    p.workspace_bytes = pyr_causal_conv1d_bwd_cuda_workspace_bytes(&p);
+    workspace = at::empty({static_cast<int64_t>(p.workspace_bytes)}, dy.options().dtype(at::kByte));
+    p.workspace = workspace.data_ptr();
+  }
+#endif
+  launch(pyr_causal_conv1d_bwd_cpu, pyr_bwd_cuda, p, dy, op);
   return std::make_tuple(dx, dweight, dbias);
 }
 
@@ -143,5 +158,12 @@ TORCH_LIBRARY_IMPL(pyreversible, CPU, m) {
   m.impl("causal_conv1d_fwd", &causal_conv1d_fwd);
   m.impl("causal_conv1d_bwd", &causal_conv1d_bwd);
 }
+
+#ifdef PYR_WITH_CUDA
+TORCH_LIBRARY_IMPL(pyreversible, CUDA, m) {
+  m.impl("causal_conv1d_fwd", &causal_conv1d_fwd);
+  m.impl("causal_conv1d_bwd", &causal_conv1d_bwd);
+}
+#endif
 
 }  // namespace pyr

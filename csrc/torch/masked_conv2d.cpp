@@ -1,5 +1,5 @@
 // torch.library registration of the masked 2-D convolution (PixelCNN): schemas, argument
-// checks, allocation, and dispatch to the C ABI for CPU tensors.
+// checks, allocation, and dispatch to the C ABI for CPU and CUDA tensors.
 //
 //   masked_conv2d_fwd(x, weight, bias, mask_type) -> y
 //   masked_conv2d_bwd(dy, x, weight, mask_type, need_dx) -> (dx, dweight, dbias)
@@ -14,6 +14,14 @@
 
 namespace pyr {
 namespace {
+
+#ifdef PYR_WITH_CUDA
+constexpr auto pyr_fwd_cuda = pyr_masked_conv2d_fwd_cuda;
+constexpr auto pyr_bwd_cuda = pyr_masked_conv2d_bwd_cuda;
+#else
+constexpr decltype(&pyr_masked_conv2d_fwd_cpu) pyr_fwd_cuda = nullptr;
+constexpr decltype(&pyr_masked_conv2d_bwd_cpu) pyr_bwd_cuda = nullptr;
+#endif
 
 int32_t mask_code(std::string_view mask_type, const char* op) {
   TORCH_CHECK_VALUE(mask_type == "A" || mask_type == "B", op,
@@ -83,7 +91,7 @@ at::Tensor masked_conv2d_fwd(const at::Tensor& x, const at::Tensor& weight,
   p.stride_y_c = y.stride(1);
   p.stride_y_h = y.stride(2);
   p.stride_y_w = y.stride(3);
-  check_status(pyr_masked_conv2d_fwd_cpu(&p), op);
+  launch(pyr_masked_conv2d_fwd_cpu, pyr_fwd_cuda, p, x, op);
   return y;
 }
 
@@ -121,7 +129,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> masked_conv2d_bwd(const at::Tenso
   auto dbias = at::empty({p.out_channels}, x.options());
   p.dweight = dweight.data_ptr();
   p.dbias = dbias.data_ptr();
-  check_status(pyr_masked_conv2d_bwd_cpu(&p), op);
+  at::Tensor workspace;
+#ifdef PYR_WITH_CUDA
+  if (x.is_cuda()) {
+    p.workspace_bytes = pyr_masked_conv2d_bwd_cuda_workspace_bytes(&p);
+    workspace = at::empty({static_cast<int64_t>(p.workspace_bytes)}, x.options().dtype(at::kByte));
+    p.workspace = workspace.data_ptr();
+  }
+#endif
+  launch(pyr_masked_conv2d_bwd_cpu, pyr_bwd_cuda, p, x, op);
   return std::make_tuple(dx, dweight, dbias);
 }
 
@@ -138,5 +154,12 @@ TORCH_LIBRARY_IMPL(pyreversible, CPU, m) {
   m.impl("masked_conv2d_fwd", &masked_conv2d_fwd);
   m.impl("masked_conv2d_bwd", &masked_conv2d_bwd);
 }
+
+#ifdef PYR_WITH_CUDA
+TORCH_LIBRARY_IMPL(pyreversible, CUDA, m) {
+  m.impl("masked_conv2d_fwd", &masked_conv2d_fwd);
+  m.impl("masked_conv2d_bwd", &masked_conv2d_bwd);
+}
+#endif
 
 }  // namespace pyr

@@ -1,12 +1,20 @@
 // torch.library registration of the fused WaveNet layer: schemas, argument checks, allocation,
-// and dispatch to the C ABI. CPU only: the ops layer (pyreversible/ops/wavenet_layer.py) never
-// sends a CUDA tensor here.
+// and dispatch to the C ABI for CPU and CUDA tensors.
+#include <array>
 #include <tuple>
 
 #include "common.h"
 
 namespace pyr {
 namespace {
+
+#ifdef PYR_WITH_CUDA
+constexpr auto pyr_fwd_cuda = pyr_wavenet_layer_fwd_cuda;
+constexpr auto pyr_bwd_cuda = pyr_wavenet_layer_bwd_cuda;
+#else
+constexpr decltype(&pyr_wavenet_layer_fwd_cpu) pyr_fwd_cuda = nullptr;
+constexpr decltype(&pyr_wavenet_layer_bwd_cpu) pyr_bwd_cuda = nullptr;
+#endif
 
 void check_like(const at::Tensor& t, const at::Tensor& x, const char* op, const char* name) {
   TORCH_CHECK_VALUE(t.device() == x.device(), op, ": ", name, " is on ", t.device(), ", x on ",
@@ -152,24 +160,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> wavenet_layer_fwd(
   p.stride_skip_t = skip.stride(2);
   p.gate_input = save_gate_input ? gate_input.data_ptr() : nullptr;
   set_execution(p, x);
-  check_status(pyr_wavenet_layer_fwd_cpu(&p), op);
+  launch(pyr_wavenet_layer_fwd_cpu, pyr_fwd_cuda, p, x, op);
   return std::make_tuple(x_next, skip, gate_input);
 }
 
-// Every gradient, in the order of the forward's tensors: (dx, dconv_weight, dconv_bias,
+// The gradients, in the order of the forward's tensors: (dx, dconv_weight, dconv_bias,
 // dresidual_weight, dresidual_bias, dskip_weight, dskip_bias, dlocal_cond, dlocal_weight,
-// dglobal_cond, dglobal_weight); the conditioning's are undefined (None) without it.
+// dglobal_cond, dglobal_weight). Each is computed only where output_mask asks for it and the
+// layer has it (the conditioning's need the conditioning); the others are undefined (None).
 using Grads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
                          at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>;
 
-Grads wavenet_layer_bwd(const at::Tensor& dx_next, const at::Tensor& dskip,
-                        const at::Tensor& gate_input, const at::Tensor& x,
-                        const at::Tensor& conv_weight, const at::Tensor& residual_weight,
-                        const at::Tensor& skip_weight, int64_t dilation,
-                        const std::optional<at::Tensor>& local_cond,
-                        const std::optional<at::Tensor>& local_weight,
-                        const std::optional<at::Tensor>& global_cond,
-                        const std::optional<at::Tensor>& global_weight) {
+Grads wavenet_layer_bwd(
+    const at::Tensor& dx_next, const at::Tensor& dskip, const at::Tensor& gate_input,
+    const at::Tensor& x, const at::Tensor& conv_weight, const at::Tensor& residual_weight,
+    const at::Tensor& skip_weight, int64_t dilation, const std::optional<at::Tensor>& local_cond,
+    const std::optional<at::Tensor>& local_weight, const std::optional<at::Tensor>& global_cond,
+    const std::optional<at::Tensor>& global_weight, std::array<bool, 11> output_mask) {
   constexpr const char* op = "wavenet_layer_bwd";
   pyr_wavenet_layer_bwd_params p{};
   const Layer l = set_layer(p, x, conv_weight, residual_weight, skip_weight, local_cond,
@@ -183,30 +190,29 @@ Grads wavenet_layer_bwd(const at::Tensor& dx_next, const at::Tensor& dskip,
   const auto z = gate_input.contiguous();
 
   const auto& opts = x.options();
-  auto dx = at::empty(x.sizes(), opts);
-  auto dconv_weight = at::empty(conv_weight.sizes(), opts);
-  auto dconv_bias = at::empty({2 * p.gate_channels}, opts);
-  auto dresidual_weight = at::empty(residual_weight.sizes(), opts);
-  auto dresidual_bias = at::empty({p.residual_channels}, opts);
-  auto dskip_weight = at::empty(skip_weight.sizes(), opts);
-  auto dskip_bias = at::empty({p.skip_channels}, opts);
-  at::Tensor dlocal_cond, dlocal_weight, dglobal_cond, dglobal_weight;
-  if (local_cond.has_value()) {
-    dlocal_cond = at::empty(local_cond->sizes(), opts);
-    dlocal_weight = at::empty(local_weight->sizes(), opts);
-  }
-  if (global_cond.has_value()) {
-    dglobal_cond = at::empty(global_cond->sizes(), opts);
-    dglobal_weight = at::empty(global_weight->sizes(), opts);
-  }
-  Grads grads{
-      dx,         dconv_weight, dconv_bias,    dresidual_weight, dresidual_bias, dskip_weight,
-      dskip_bias, dlocal_cond,  dlocal_weight, dglobal_cond,     dglobal_weight};
+  const bool local = local_cond.has_value(), global = global_cond.has_value();
+  auto grad = [&](int index, bool exists, at::IntArrayRef shape) {
+    return output_mask[index] && exists ? at::empty(shape, opts) : at::Tensor();
+  };
+  Grads grads{grad(0, true, x.sizes()),
+              grad(1, true, conv_weight.sizes()),
+              grad(2, true, {2 * p.gate_channels}),
+              grad(3, true, residual_weight.sizes()),
+              grad(4, true, {p.residual_channels}),
+              grad(5, true, skip_weight.sizes()),
+              grad(6, true, {p.skip_channels}),
+              grad(7, local, local ? local_cond->sizes() : at::IntArrayRef{}),
+              grad(8, local, local ? local_weight->sizes() : at::IntArrayRef{}),
+              grad(9, global, global ? global_cond->sizes() : at::IntArrayRef{}),
+              grad(10, global, global ? global_weight->sizes() : at::IntArrayRef{})};
+  auto& [dx, dconv_weight, dconv_bias, dresidual_weight, dresidual_bias, dskip_weight, dskip_bias,
+         dlocal_cond, dlocal_weight, dglobal_cond, dglobal_weight] = grads;
   // with no time step or no batch row, every gradient is a sum of nothing.
   if (x.numel() == 0 || dskip.numel() == 0) {
     std::apply([](auto&... g) { ((g.defined() ? void(g.zero_()) : void()), ...); }, grads);
     return grads;
   }
+  auto ptr = [](const at::Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; };
 
   p.gate_input = z.data_ptr();
   p.dx_next = dx_next.data_ptr();
@@ -217,29 +223,37 @@ Grads wavenet_layer_bwd(const at::Tensor& dx_next, const at::Tensor& dskip,
   p.stride_dskip_b = dskip.stride(0);
   p.stride_dskip_c = dskip.stride(1);
   p.stride_dskip_t = dskip.stride(2);
-  p.dx = dx.data_ptr();
-  p.stride_dx_b = dx.stride(0);
-  p.stride_dx_c = dx.stride(1);
-  p.stride_dx_t = dx.stride(2);
-  p.dconv_weight = dconv_weight.data_ptr();
-  p.dconv_bias = dconv_bias.data_ptr();
-  p.dresidual_weight = dresidual_weight.data_ptr();
-  p.dresidual_bias = dresidual_bias.data_ptr();
-  p.dskip_weight = dskip_weight.data_ptr();
-  p.dskip_bias = dskip_bias.data_ptr();
+  if (dx.defined()) {
+    p.dx = dx.data_ptr();
+    p.stride_dx_b = dx.stride(0);
+    p.stride_dx_c = dx.stride(1);
+    p.stride_dx_t = dx.stride(2);
+  }
+  p.dconv_weight = ptr(dconv_weight);
+  p.dconv_bias = ptr(dconv_bias);
+  p.dresidual_weight = ptr(dresidual_weight);
+  p.dresidual_bias = ptr(dresidual_bias);
+  p.dskip_weight = ptr(dskip_weight);
+  p.dskip_bias = ptr(dskip_bias);
   if (dlocal_cond.defined()) {
     p.dlocal_cond = dlocal_cond.data_ptr();
     p.stride_dlocal_b = dlocal_cond.stride(0);
     p.stride_dlocal_c = dlocal_cond.stride(1);
     p.stride_dlocal_t = dlocal_cond.stride(2);
-    p.dlocal_weight = dlocal_weight.data_ptr();
   }
-  if (dglobal_cond.defined()) {
-    p.dglobal_cond = dglobal_cond.data_ptr();
-    p.dglobal_weight = dglobal_weight.data_ptr();
-  }
+  p.dlocal_weight = ptr(dlocal_weight);
+  p.dglobal_cond = ptr(dglobal_cond);
+  p.dglobal_weight = ptr(dglobal_weight);
   set_execution(p, x);
-  check_status(pyr_wavenet_layer_bwd_cpu(&p), op);
+  at::Tensor workspace;
+#ifdef PYR_WITH_CUDA
+  if (x.is_cuda()) {
+    p.workspace_bytes = pyr_wavenet_layer_bwd_cuda_workspace_bytes(&p);
+    workspace = at::empty({static_cast<int64_t>(p.workspace_bytes)}, opts.dtype(at::kByte));
+    p.workspace = workspace.data_ptr();
+  }
+#endif
+  launch(pyr_wavenet_layer_bwd_cpu, pyr_bwd_cuda, p, x, op);
   return grads;
 }
 
@@ -254,7 +268,8 @@ TORCH_LIBRARY_FRAGMENT(pyreversible, m) {
   m.def(
       "wavenet_layer_bwd(Tensor dx_next, Tensor dskip, Tensor gate_input, Tensor x, "
       "Tensor conv_weight, Tensor residual_weight, Tensor skip_weight, int dilation, "
-      "Tensor? local_cond, Tensor? local_weight, Tensor? global_cond, Tensor? global_weight) -> "
+      "Tensor? local_cond, Tensor? local_weight, Tensor? global_cond, Tensor? global_weight, "
+      "bool[11] output_mask) -> "
       "(Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
 }
 
@@ -262,5 +277,12 @@ TORCH_LIBRARY_IMPL(pyreversible, CPU, m) {
   m.impl("wavenet_layer_fwd", &wavenet_layer_fwd);
   m.impl("wavenet_layer_bwd", &wavenet_layer_bwd);
 }
+
+#ifdef PYR_WITH_CUDA
+TORCH_LIBRARY_IMPL(pyreversible, CUDA, m) {
+  m.impl("wavenet_layer_fwd", &wavenet_layer_fwd);
+  m.impl("wavenet_layer_bwd", &wavenet_layer_bwd);
+}
+#endif
 
 }  // namespace pyr

@@ -3,8 +3,8 @@
 y[b, o, t] = bias[o] + sum_i sum_k W[o, i, k] * x[b, i, t - (K - 1 - k) * d], x = 0 before t = 0.
 
 Runs on the backend chosen by pyreversible.set_backend (see pyreversible._backend). The op has
-C++ CPU kernels (float32, float64) and Triton kernels (native on CUDA, under the interpreter on
-the CPU); no CUDA C++ kernels yet.
+C++ CPU kernels (float32, float64), CUDA C++ kernels (float32, float64, float16, bfloat16) and
+Triton kernels (native on CUDA, under the interpreter on the CPU).
 """
 
 import torch
@@ -13,7 +13,7 @@ from pyreversible import _backend
 from pyreversible.reference.causal_conv1d import causal_conv1d as reference_causal_conv1d
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("triton",)}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("cpp", "triton")}
 
 # Kernel namespace of each compiled backend: the same op names live in both.
 _NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}

@@ -3,7 +3,8 @@
 The compiled kernels visit only the kept taps of the mask (a little over half of the K * K),
 instead of multiplying a full convolution's weight by a mask of zeros. Runs on the backend
 chosen by pyreversible.set_backend (see pyreversible._backend): `reference` anywhere, `cpp` on
-the CPU, `triton` on CUDA (and on the CPU under the interpreter, for tests).
+the CPU (float32, float64) and on CUDA (float32, float64, float16, bfloat16), `triton` on CUDA
+(and on the CPU under the interpreter, for tests).
 """
 
 import torch
@@ -13,7 +14,7 @@ from pyreversible.reference.masked_conv2d import MASK_TYPES
 from pyreversible.reference.masked_conv2d import masked_conv2d as reference_masked_conv2d
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("triton",)}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("cpp", "triton")}
 
 # Kernel namespace of each compiled backend: the same op names live in both.
 _NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}

@@ -4,8 +4,9 @@ z = causal_conv1d(x, W_conv, b_conv, d) (+ W_local c_local) (+ W_global c_global
 a = tanh(z[:, :G]) * sigmoid(z[:, G:]);  skip = W_s a + b_s;  x_next = x + W_r a + b_r.
 
 Runs on the backend chosen by pyreversible.set_backend (see pyreversible._backend). The op has
-C++ CPU kernels (float32, float64) and Triton kernels (native on CUDA, under the interpreter on
-the CPU).
+C++ CPU kernels (float32, float64), CUDA C++ kernels (float32, float64, float16, bfloat16) and
+Triton kernels (native on CUDA, under the interpreter on the CPU). The backward computes only
+the gradients that autograd asks for.
 """
 
 import torch
@@ -15,7 +16,7 @@ from pyreversible.ops.causal_conv1d import _check_int
 from pyreversible.reference.wavenet_layer import wavenet_layer as reference_wavenet_layer
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("triton",)}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("cpp", "triton")}
 
 # Kernel namespace of each compiled backend: the same op names live in both.
 _NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}
@@ -65,7 +66,6 @@ class WavenetLayerFunction(torch.autograd.Function):
             True,
         )
         ctx.config = config
-        ctx.has_bias = (conv_bias is not None, residual_bias is not None, skip_bias is not None)
         ctx.save_for_backward(
             gate_input,
             x,
@@ -88,26 +88,25 @@ class WavenetLayerFunction(torch.autograd.Function):
         if dskip is None:
             dskip = x.new_zeros(x.shape[0], skip_w.shape[0], x.shape[2])
         backend, dilation = ctx.config
-        grads = list(
-            _kernels(backend).wavenet_layer_bwd(
-                dx_next,
-                dskip,
-                gate_input,
-                x,
-                conv_w,
-                res_w,
-                skip_w,
-                dilation,
-                local,
-                local_w,
-                glob,
-                glob_w,
-            )
+        # the tensors' gradients in the forward's order, past the dilation (index 7): those not
+        # needed (data, absent biases and conditioning) are not computed and come back as None
+        needs = ctx.needs_input_grad
+        output_mask = [*needs[:7], *needs[8:]]
+        grads = _kernels(backend).wavenet_layer_bwd(
+            dx_next,
+            dskip,
+            gate_input,
+            x,
+            conv_w,
+            res_w,
+            skip_w,
+            dilation,
+            local,
+            local_w,
+            glob,
+            glob_w,
+            output_mask,
         )
-        # the biases that were not given get no gradient
-        for index, given in zip((2, 4, 6), ctx.has_bias, strict=True):
-            if not given:
-                grads[index] = None
         dx, dcw, dcb, drw, drb, dsw, dsb, dlocal, dlocal_w, dglob, dglob_w = grads
         return dx, dcw, dcb, drw, drb, dsw, dsb, None, dlocal, dlocal_w, dglob, dglob_w
 
@@ -311,22 +310,24 @@ def _register_fakes():
         local_weight,
         global_cond,
         global_weight,
+        output_mask,
     ):
-        def like(t):
-            return None if t is None else t.new_empty(t.shape)
-
-        return (
-            like(x),
-            like(conv_weight),
-            conv_weight.new_empty(conv_weight.shape[0]),
-            like(residual_weight),
-            residual_weight.new_empty(residual_weight.shape[0]),
-            like(skip_weight),
-            skip_weight.new_empty(skip_weight.shape[0]),
-            like(local_cond),
-            like(local_weight),
-            like(global_cond),
-            like(global_weight),
+        shapes = (
+            x.shape,
+            conv_weight.shape,
+            conv_weight.shape[:1],
+            residual_weight.shape,
+            residual_weight.shape[:1],
+            skip_weight.shape,
+            skip_weight.shape[:1],
+            None if local_cond is None else local_cond.shape,
+            None if local_weight is None else local_weight.shape,
+            None if global_cond is None else global_cond.shape,
+            None if global_weight is None else global_weight.shape,
+        )
+        return tuple(
+            x.new_empty(shape) if wanted and shape is not None else None
+            for wanted, shape in zip(output_mask, shapes, strict=True)
         )
 
 

@@ -339,9 +339,16 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   const bool want_dw_local = s.local && p->dlocal_weight;
   const bool want_dlocal = s.local && dlocal;
   const bool want_dz_sum = s.global && (p->dglobal_cond || p->dglobal_weight);
+  // what is computed follows from the gradients asked for: dz feeds the conditioning's and the
+  // convolution's gradients, the gate (da, tanh, sigmoid) feeds dz and a for [dW_s; dW_r];
+  // [db_s; db_r] needs neither.
+  const bool want_conv = p->dx || p->dconv_weight || p->dconv_bias;
+  const bool want_dz = want_conv || want_dw_local || want_dlocal || want_dz_sum;
+  const bool want_gate = want_dz || want_dw_out;
+  if (!want_gate && !want_db_out) return;
 
   // dz for every (batch row, channel, time), the input of the second pass.
-  std::unique_ptr<T[]> dz(new T[s.batch * gg * T_len]);
+  std::unique_ptr<T[]> dz(want_dz ? new T[s.batch * gg * T_len] : nullptr);
 
   const int threads_wanted = thread_count(p->num_threads);
   const int64_t tile_rows = out_rows + 2 * s.gate + 2 * s.local;
@@ -396,6 +403,7 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
         for (int64_t n = 0; n < nt; ++n) sum += dout[r * ld + n];
         part_db_out[r] += sum;
       }
+      if (!want_gate) continue;
 
       // da = [W_s; W_r]^T [dskip; dx_next]: the stacked weight read transposed in place.
       Gemm<T> gda{s.gate, nt, out_rows, w_out.data(), 1, s.gate, dout, ld, da, ld, nullptr, false};
@@ -403,19 +411,22 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
 
       // the gate's derivative, with a (for the weight gradients) recomputed from z on the way.
       const T* zb = z_saved + b * gg * T_len + t0;
-      T* dzb = dz.get() + b * gg * T_len + t0;
+      T* dzb = want_dz ? dz.get() + b * gg * T_len + t0 : nullptr;
       for (int64_t i = 0; i < s.gate; ++i) {
         const T* zf = zb + i * T_len;
         const T* zg = zb + (s.gate + i) * T_len;
-        T* dzf = dzb + i * T_len;
-        T* dzg = dzb + (s.gate + i) * T_len;
         gate_halves(zf, zg, th, sg, nt);
-        for (int64_t n = 0; n < nt; ++n) {
-          const T d = da[i * ld + n];
-          dzf[n] = d * sg[n] * (T(1) - th[n] * th[n]);
-          dzg[n] = d * th[n] * sg[n] * (T(1) - sg[n]);
+        if (want_dz) {
+          T* dzf = dzb + i * T_len;
+          T* dzg = dzb + (s.gate + i) * T_len;
+          for (int64_t n = 0; n < nt; ++n) {
+            const T d = da[i * ld + n];
+            dzf[n] = d * sg[n] * (T(1) - th[n] * th[n]);
+            dzg[n] = d * th[n] * sg[n] * (T(1) - sg[n]);
+          }
         }
-        for (int64_t n = 0; n < nt; ++n) at[n * s.gate + i] = th[n] * sg[n];
+        if (want_dw_out)
+          for (int64_t n = 0; n < nt; ++n) at[n * s.gate + i] = th[n] * sg[n];
       }
 
       if (want_dw_out) {
@@ -496,7 +507,7 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
 
   // the second pass: the causal convolution's backward on dz gives dx (without the residual
   // path), dW_conv and db_conv; dx_next, the residual path's gradient, is added to dx after.
-  if (!p->dx && !p->dconv_weight && !p->dconv_bias) return;
+  if (!want_conv) return;
   pyr_causal_conv1d_bwd_params c{};
   c.dtype = p->dtype;
   c.batch = s.batch;

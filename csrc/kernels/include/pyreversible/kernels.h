@@ -226,6 +226,14 @@ typedef struct pyr_causal_conv1d_params {
 } pyr_causal_conv1d_params;
 
 pyr_status pyr_causal_conv1d_fwd_cpu(const pyr_causal_conv1d_params* p);
+/*
+ * The same on a CUDA device, for float32, float64, float16 and bfloat16 (the 16-bit types
+ * accumulate in float32), on `stream`; pointers are device pointers. Returns after the launch
+ * (PYR_ERROR_CUDA when it failed), with the status codes of the CPU version otherwise, and
+ * PYR_ERROR_INVALID_SIZE also for in_channels / groups * kernel_size or out_channels / groups *
+ * kernel_size at or past 2^31.
+ */
+pyr_status pyr_causal_conv1d_fwd_cuda(const pyr_causal_conv1d_params* p);
 
 /*
  * Backward of the causal convolution. Given dy = dL/dy (batch, out_channels, length):
@@ -258,9 +266,20 @@ typedef struct pyr_causal_conv1d_bwd_params {
   void* dbias;
   int32_t num_threads;
   void* stream;
+  void* workspace; /* CUDA: pyr_causal_conv1d_bwd_cuda_workspace_bytes() bytes */
+  size_t workspace_bytes;
 } pyr_causal_conv1d_bwd_params;
 
 pyr_status pyr_causal_conv1d_bwd_cpu(const pyr_causal_conv1d_bwd_params* p);
+/*
+ * The backward on a CUDA device, as pyr_causal_conv1d_fwd_cuda. dweight and dbias are summed
+ * over the batch and time in a fixed order through `workspace` (device memory of at least
+ * pyr_causal_conv1d_bwd_cuda_workspace_bytes(p) bytes, aligned to 8; it may be NULL when that
+ * is 0): PYR_ERROR_NULL_POINTER without it, PYR_ERROR_INVALID_SIZE when it is too small.
+ */
+pyr_status pyr_causal_conv1d_bwd_cuda(const pyr_causal_conv1d_bwd_params* p);
+/* Bytes of workspace the CUDA backward needs for these params (0 without dweight and dbias). */
+size_t pyr_causal_conv1d_bwd_cuda_workspace_bytes(const pyr_causal_conv1d_bwd_params* p);
 
 /*
  * Masked 2-D convolution (PixelCNN), stride 1, zero padding K / 2 ("same" size):
@@ -298,6 +317,14 @@ typedef struct pyr_masked_conv2d_params {
 } pyr_masked_conv2d_params;
 
 pyr_status pyr_masked_conv2d_fwd_cpu(const pyr_masked_conv2d_params* p);
+/*
+ * The same on a CUDA device, for float32, float64, float16 and bfloat16 (the 16-bit types
+ * accumulate in float32), on `stream`; pointers are device pointers. Returns after the launch
+ * (PYR_ERROR_CUDA when it failed), with the status codes of the CPU version otherwise, and
+ * PYR_ERROR_INVALID_SIZE also for height * width, (in_channels + 1) * K * K or
+ * out_channels * K * K at or past 2^31, or K past 65535.
+ */
+pyr_status pyr_masked_conv2d_fwd_cuda(const pyr_masked_conv2d_params* p);
 
 /*
  * Backward of the masked convolution, given dy = dL/dy (batch, out_channels, height, width):
@@ -329,9 +356,20 @@ typedef struct pyr_masked_conv2d_bwd_params {
   void* dbias;
   int32_t num_threads;
   void* stream;
+  void* workspace; /* CUDA: pyr_masked_conv2d_bwd_cuda_workspace_bytes() bytes */
+  size_t workspace_bytes;
 } pyr_masked_conv2d_bwd_params;
 
 pyr_status pyr_masked_conv2d_bwd_cpu(const pyr_masked_conv2d_bwd_params* p);
+/*
+ * The backward on a CUDA device, as pyr_masked_conv2d_fwd_cuda. dweight and dbias are summed
+ * in a fixed order through `workspace` (device memory of at least
+ * pyr_masked_conv2d_bwd_cuda_workspace_bytes(p) bytes, aligned to 8; it may be NULL when that
+ * is 0): PYR_ERROR_NULL_POINTER without it, PYR_ERROR_INVALID_SIZE when it is too small.
+ */
+pyr_status pyr_masked_conv2d_bwd_cuda(const pyr_masked_conv2d_bwd_params* p);
+/* Bytes of workspace the CUDA backward needs for these params (0 without dweight and dbias). */
+size_t pyr_masked_conv2d_bwd_cuda_workspace_bytes(const pyr_masked_conv2d_bwd_params* p);
 
 /*
  * The gated residual layer of WaveNet, fused:
@@ -386,6 +424,15 @@ typedef struct pyr_wavenet_layer_params {
 } pyr_wavenet_layer_params;
 
 pyr_status pyr_wavenet_layer_fwd_cpu(const pyr_wavenet_layer_params* p);
+/*
+ * The same on a CUDA device, for float32, float64, float16 and bfloat16 (the 16-bit types
+ * accumulate in float32, and the gate is computed from z before it is rounded), on `stream`;
+ * pointers are device pointers. One launch; a block keeps a (G x 64 time steps) in shared
+ * memory, so G is bounded by the device's shared memory per block (about 600 for float32 on
+ * an A100, 850 on an H100): PYR_ERROR_INVALID_SIZE past it, and also for R * K or 2G * K at or
+ * past 2^31. Other status codes as for the CPU version, and PYR_ERROR_CUDA for a failed launch.
+ */
+pyr_status pyr_wavenet_layer_fwd_cuda(const pyr_wavenet_layer_params* p);
 
 /*
  * Backward of the layer. Given dx_next = dL/dx_next, dskip = dL/dskip and the z saved by the
@@ -445,9 +492,22 @@ typedef struct pyr_wavenet_layer_bwd_params {
   void* dglobal_weight;
   int32_t num_threads;
   void* stream;
+  void* workspace; /* CUDA: pyr_wavenet_layer_bwd_cuda_workspace_bytes() bytes */
+  size_t workspace_bytes;
 } pyr_wavenet_layer_bwd_params;
 
 pyr_status pyr_wavenet_layer_bwd_cpu(const pyr_wavenet_layer_bwd_params* p);
+/*
+ * The backward on a CUDA device, as pyr_wavenet_layer_fwd_cuda. Only the launches that feed a
+ * gradient asked for run. dz (and a, for dskip_weight and dresidual_weight) are kept in float32
+ * (float64 for float64) in `workspace` (device memory of at least
+ * pyr_wavenet_layer_bwd_cuda_workspace_bytes(p) bytes, aligned to 8; it may be NULL when that is
+ * 0), which also holds the partial sums of the weight gradients, added in a fixed order:
+ * PYR_ERROR_NULL_POINTER without it, PYR_ERROR_INVALID_SIZE when it is too small.
+ */
+pyr_status pyr_wavenet_layer_bwd_cuda(const pyr_wavenet_layer_bwd_params* p);
+/* Bytes of workspace the CUDA backward needs for these params and the gradients asked for. */
+size_t pyr_wavenet_layer_bwd_cuda_workspace_bytes(const pyr_wavenet_layer_bwd_params* p);
 
 #ifdef __cplusplus
 }
