@@ -4,7 +4,8 @@ Each example draws shapes (odd, size 1, sometimes empty), a layout per tensor (c
 every other element of a larger buffer, transposed, or broadcast with stride 0), a dtype and
 argument values; about one in three carries a fault on purpose, an argument the op's contract
 refuses (a wrong dtype, rank, channel count, dilation, mask type, partition, parity, a network
-that does not fit, an even masked kernel). Then:
+that does not fit, an even masked kernel, a parameter on another device). The tensors are on
+the CPU, the only device here; the device fault puts one on the meta device. Then:
 - with a fault, the op must raise ValueError or TypeError, whatever the reference does (the
   reference is laxer in places: F.conv1d takes an unbatched (C, T) input, and conv_mask any
   mask type);
@@ -136,7 +137,8 @@ def causal_conv1d_args(draw):
     batch, length = draw(st.integers(0, 3)), draw(st.integers(0, 17))
     taps, dilation = draw(st.integers(1, 4)), draw(st.sampled_from([1, 2, 3, 7, 20]))
     dtype = draw(DTYPES)
-    fault = draw(st.sampled_from([None] * 8 + ["dtype", "int", "rank", "channels", "dilation"]))
+    faults = ["dtype", "int", "rank", "channels", "dilation", "device"]
+    fault = draw(st.sampled_from([None] * 10 + faults))
     x = draw(tensors((batch, c_in, length), torch.float16 if fault == "dtype" else dtype))
     if fault == "int":
         x = x.to(torch.int64)
@@ -146,6 +148,7 @@ def causal_conv1d_args(draw):
     weight = draw(tensors((c_out, weight_in, taps), dtype))
     bias = draw(st.none() | tensors((c_out,), dtype, layout=False))
     dilation = 0 if fault == "dilation" else dilation
+    weight = weight.to("meta") if fault == "device" else weight
     return [x, weight, bias, dilation, groups], fault
 
 
@@ -166,7 +169,8 @@ def masked_conv2d_args(draw):
     batch, c_in, c_out = draw(st.integers(0, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
     height, width = draw(st.integers(1, 6)), draw(st.integers(1, 6))
     k, dtype = draw(st.sampled_from([1, 3, 5, 7])), draw(DTYPES)
-    fault = draw(st.sampled_from([None] * 8 + ["dtype", "mask", "channels", "square", "even"]))
+    faults = ["dtype", "mask", "channels", "square", "even", "device"]
+    fault = draw(st.sampled_from([None] * 10 + faults))
     if batch == 0:
         fault = "empty"
     k += fault == "even"
@@ -175,6 +179,7 @@ def masked_conv2d_args(draw):
     weight = draw(tensors(shape, dtype))
     bias = draw(st.none() | tensors((c_out,), dtype, layout=False))
     mask_type = "C" if fault == "mask" else draw(st.sampled_from(["A", "B"]))
+    weight = weight.to("meta") if fault == "device" else weight
     return [x, weight, bias, mask_type], fault
 
 
@@ -192,7 +197,8 @@ def wavenet_layer_args(draw):
     s, length, taps = draw(st.integers(1, 3)), draw(st.integers(1, 9)), draw(st.integers(1, 3))
     dilation, dtype = draw(st.sampled_from([1, 2, 5])), draw(DTYPES)
     local, glob = draw(st.integers(0, 2)), draw(st.integers(0, 2))
-    fault = draw(st.sampled_from([None] * 8 + ["odd_gate", "cond_length", "dtype", "dilation"]))
+    faults = ["odd_gate", "cond_length", "dtype", "dilation", "device"]
+    fault = draw(st.sampled_from([None] * 10 + faults))
     two_g = 2 * g + (fault == "odd_gate")
     x = draw(tensors((batch, r, length), dtype))
     w = draw(tensors((two_g, r, taps), torch.float16 if fault == "dtype" else dtype))
@@ -212,6 +218,8 @@ def wavenet_layer_args(draw):
         args += [None, None]
     if fault == "cond_length" and not local:
         fault = None
+    if fault == "device":
+        args[5] = args[5].to("meta")  # skip_weight
     return args, fault
 
 
@@ -242,7 +250,12 @@ def coupling_args(draw, mlp):
     widths[-1] += misfit
     weights = [draw(tensors((widths[i + 1], widths[i]), dtype)) for i in range(len(widths) - 1)]
     biases = [draw(tensors((w,), dtype, layout=False)) for w in widths[1:]]
+    # a parameter of the fused MLP on another device (the other form's network is the user's)
+    wrong_device = mlp and draw(st.sampled_from([False] * 12 + [True]))
+    if wrong_device:
+        biases[-1] = biases[-1].to("meta")
     faults = [part_b is None and "partition", parity == 2 and "parity", misfit and "misfit"]
+    faults += [wrong_device and "device"]
     fault = next((f for f in faults if f), None)
     return (x, weights, biases, partition, parity, draw(st.booleans())), fault
 
