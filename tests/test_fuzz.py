@@ -2,7 +2,7 @@
 
 Each example draws shapes (odd, size 1, sometimes empty), a layout per tensor (contiguous,
 every other element of a larger buffer, transposed, or broadcast with stride 0), a dtype and
-argument values; about one in three carries a fault on purpose, an argument the op's contract
+argument values; a third or more of them carry a fault on purpose, an argument the op's contract
 refuses (a wrong dtype, rank, channel count, dilation, mask type, partition, parity, a network
 that does not fit, an even masked kernel, a parameter on another device). The tensors are on
 the CPU, the only device here; the device fault puts one on the meta device. Then:
