@@ -7,8 +7,9 @@
  *
  * Conventions of every entry point:
  * - A params struct is read, never kept: the call returns when the work is done (CPU) or
- *   queued on `stream` (CUDA). Zero-initialise a struct before filling it in, so that fields a
- *   later version adds start at their neutral value.
+ *   queued on `stream` (CUDA). Zero-initialise a struct before filling it in: the optional
+ *   pointers (bias, conditioning, gradients not wanted) are then NULL, and num_threads and
+ *   stream their defaults.
  * - Tensors are (sizes, strides) views of the caller's buffers; "contiguous" means row-major
  *   with no gaps. The arguments are checked before any memory is touched, and a bad one makes
  *   the call return its status without side effects:
