@@ -1,4 +1,4 @@
-// Library-wide entry points of the C ABI: version and status messages.
+// Library-wide entry points of the C ABI: version, build and status messages.
 #include "pyreversible/kernels.h"
 
 #define PYR_STR2(x) #x
@@ -6,6 +6,14 @@
 
 extern "C" const char* pyr_version(void) {
   return PYR_STR(PYR_VERSION_MAJOR) "." PYR_STR(PYR_VERSION_MINOR) "." PYR_STR(PYR_VERSION_PATCH);
+}
+
+extern "C" int pyr_built_with_cuda(void) {
+#ifdef PYR_WITH_CUDA
+  return 1;
+#else
+  return 0;
+#endif
 }
 
 extern "C" const char* pyr_status_string(pyr_status status) {

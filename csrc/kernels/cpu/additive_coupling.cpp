@@ -41,6 +41,7 @@ using pyr_cpu::kMaxElements;
 using pyr_cpu::kMR;
 using pyr_cpu::kNR;
 using pyr_cpu::leading_dim;
+using pyr_cpu::strides_ok;
 using pyr_cpu::thread_count;
 
 int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
@@ -589,8 +590,9 @@ void coupling_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p, const Posit
 pyr_status check_fwd(const pyr_additive_coupling_params* p) {
   if (!p || !p->x || !p->shift || !p->y) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_common(p->dtype, p->sign, p->batch, p->dim, p->partition)) return s;
-  if (p->stride_x_b < 0 || p->stride_x_d < 0 || p->stride_shift_b < 0 || p->stride_shift_d < 0 ||
-      p->stride_y_b < 0 || p->stride_y_d < 0)
+  if (!strides_ok({{p->batch, p->stride_x_b}, {p->dim, p->stride_x_d}}) ||
+      !strides_ok({{p->batch, p->stride_shift_b}, {p->partition.dim_b, p->stride_shift_d}}) ||
+      !strides_ok({{p->batch, p->stride_y_b}, {p->dim, p->stride_y_d}}, true))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
@@ -604,7 +606,8 @@ pyr_status check_mlp_fwd(const pyr_additive_coupling_mlp_params* p) {
   // the hidden activations are saved for all layers or for none.
   for (int l = 1; l + 1 < p->num_layers; ++l)
     if (!p->hidden[l] != !p->hidden[0]) return PYR_ERROR_NULL_POINTER;
-  if (p->stride_x_b < 0 || p->stride_x_d < 0 || p->stride_y_b < 0 || p->stride_y_d < 0)
+  if (!strides_ok({{p->batch, p->stride_x_b}, {p->dim, p->stride_x_d}}) ||
+      !strides_ok({{p->batch, p->stride_y_b}, {p->dim, p->stride_y_d}}, true))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
@@ -617,8 +620,9 @@ pyr_status check_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p) {
     if (!p->weight[l] || !p->dweight[l] || !p->dbias[l]) return PYR_ERROR_NULL_POINTER;
   for (int l = 0; l + 1 < p->num_layers; ++l)
     if (!p->hidden[l]) return PYR_ERROR_NULL_POINTER;
-  if (p->stride_cond_b < 0 || p->stride_cond_d < 0 || p->stride_dy_b < 0 || p->stride_dy_d < 0 ||
-      p->stride_dx_b < 0 || p->stride_dx_d < 0)
+  if (!strides_ok({{p->batch, p->stride_cond_b}, {p->dim, p->stride_cond_d}}) ||
+      !strides_ok({{p->batch, p->stride_dy_b}, {p->dim, p->stride_dy_d}}) ||
+      !strides_ok({{p->batch, p->stride_dx_b}, {p->dim, p->stride_dx_d}}, true))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }

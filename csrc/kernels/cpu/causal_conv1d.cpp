@@ -41,6 +41,7 @@ using pyr_cpu::kNR;
 using pyr_cpu::leading_dim;
 using pyr_cpu::load_vec;
 using pyr_cpu::product_fits;
+using pyr_cpu::strides_ok;
 using pyr_cpu::thread_count;
 using pyr_cpu::time_tile;
 
@@ -441,19 +442,30 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
 pyr_status check_fwd(const pyr_causal_conv1d_params* p) {
   if (!p || !p->x || !p->weight || !p->y) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  for (int64_t stride :
-       {p->stride_x_b, p->stride_x_c, p->stride_x_t, p->stride_y_b, p->stride_y_c, p->stride_y_t})
-    if (stride < 0) return PYR_ERROR_INVALID_STRIDE;
+  if (!strides_ok({{p->batch, p->stride_x_b},
+                   {p->in_channels, p->stride_x_c},
+                   {p->length, p->stride_x_t}}) ||
+      !strides_ok(
+          {{p->batch, p->stride_y_b}, {p->out_channels, p->stride_y_c}, {p->length, p->stride_y_t}},
+          true))
+    return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
 
 pyr_status check_bwd(const pyr_causal_conv1d_bwd_params* p) {
   if (!p || !p->weight || !p->dy || (p->dweight && !p->x)) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  for (int64_t stride :
-       {p->stride_x_b, p->stride_x_c, p->stride_x_t, p->stride_dy_b, p->stride_dy_c, p->stride_dy_t,
-        p->stride_dx_b, p->stride_dx_c, p->stride_dx_t})
-    if (stride < 0) return PYR_ERROR_INVALID_STRIDE;
+  if ((p->x && !strides_ok({{p->batch, p->stride_x_b},
+                            {p->in_channels, p->stride_x_c},
+                            {p->length, p->stride_x_t}})) ||
+      !strides_ok({{p->batch, p->stride_dy_b},
+                   {p->out_channels, p->stride_dy_c},
+                   {p->length, p->stride_dy_t}}) ||
+      (p->dx && !strides_ok({{p->batch, p->stride_dx_b},
+                             {p->in_channels, p->stride_dx_c},
+                             {p->length, p->stride_dx_t}},
+                            true)))
+    return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
 

@@ -10,13 +10,13 @@
 #include <new>
 
 #include "cpu/gemm.h"
+#include "layout.h"
 #include "pyreversible/kernels.h"
 
 namespace pyr_cpu {
 
-// Element counts past this cannot be allocated anyway; bounding sizes by it keeps the index
-// arithmetic of the kernels far from overflow.
-constexpr int64_t kMaxElements = int64_t(1) << 50;
+using pyr_layout::kMaxElements;
+using pyr_layout::strides_ok;
 
 // Whether a * b elements stay under kMaxElements.
 inline bool product_fits(int64_t a, int64_t b) {

@@ -39,6 +39,7 @@ using pyr_cpu::gemm_scratch_size;
 using pyr_cpu::kMaxElements;
 using pyr_cpu::kNR;
 using pyr_cpu::leading_dim;
+using pyr_cpu::strides_ok;
 using pyr_cpu::thread_count;
 
 // The sizes every pass shares. taps: the kept taps, the first `taps` of the K * K in raster
@@ -391,9 +392,14 @@ pyr_status check_shape(const Params* p) {
       !fits({p->in_channels, p->out_channels, k, k}) ||
       !fits({3 * channels, p->height + k + 1, p->width + k + 64}))
     return PYR_ERROR_INVALID_SIZE;
-  if (p->stride_x_b < 0 || p->stride_x_c < 0 || p->stride_x_h < 0 || p->stride_x_w < 0 ||
-      p->stride_weight_o < 0 || p->stride_weight_i < 0 || p->stride_weight_h < 0 ||
-      p->stride_weight_w < 0)
+  if (!strides_ok({{p->batch, p->stride_x_b},
+                   {p->in_channels, p->stride_x_c},
+                   {p->height, p->stride_x_h},
+                   {p->width, p->stride_x_w}}) ||
+      !strides_ok({{p->out_channels, p->stride_weight_o},
+                   {p->in_channels, p->stride_weight_i},
+                   {k, p->stride_weight_h},
+                   {k, p->stride_weight_w}}))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
@@ -401,7 +407,11 @@ pyr_status check_shape(const Params* p) {
 pyr_status check_fwd(const pyr_masked_conv2d_params* p) {
   if (!p || !p->x || !p->weight || !p->y) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  if (p->stride_y_b < 0 || p->stride_y_c < 0 || p->stride_y_h < 0 || p->stride_y_w < 0)
+  if (!strides_ok({{p->batch, p->stride_y_b},
+                   {p->out_channels, p->stride_y_c},
+                   {p->height, p->stride_y_h},
+                   {p->width, p->stride_y_w}},
+                  true))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
@@ -409,8 +419,15 @@ pyr_status check_fwd(const pyr_masked_conv2d_params* p) {
 pyr_status check_bwd(const pyr_masked_conv2d_bwd_params* p) {
   if (!p || !p->x || !p->weight || !p->dy) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  if (p->stride_dy_b < 0 || p->stride_dy_c < 0 || p->stride_dy_h < 0 || p->stride_dy_w < 0 ||
-      p->stride_dx_b < 0 || p->stride_dx_c < 0 || p->stride_dx_h < 0 || p->stride_dx_w < 0)
+  if (!strides_ok({{p->batch, p->stride_dy_b},
+                   {p->out_channels, p->stride_dy_c},
+                   {p->height, p->stride_dy_h},
+                   {p->width, p->stride_dy_w}}) ||
+      (p->dx && !strides_ok({{p->batch, p->stride_dx_b},
+                             {p->in_channels, p->stride_dx_c},
+                             {p->height, p->stride_dx_h},
+                             {p->width, p->stride_dx_w}},
+                            true)))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }

@@ -49,6 +49,7 @@ using pyr_cpu::leading_dim;
 using pyr_cpu::load_vec;
 using pyr_cpu::product_fits;
 using pyr_cpu::store_vec;
+using pyr_cpu::strides_ok;
 using pyr_cpu::thread_count;
 using pyr_cpu::time_tile;
 
@@ -545,8 +546,17 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   }
 }
 
-bool any_negative(std::initializer_list<int64_t> strides) {
-  return std::any_of(strides.begin(), strides.end(), [](int64_t v) { return v < 0; });
+// The layouts of the inputs both passes may read: x and the conditioning, those given.
+template <typename P>
+bool inputs_strides_ok(const P* p) {
+  return (!p->x || strides_ok({{p->batch, p->stride_x_b},
+                               {p->residual_channels, p->stride_x_c},
+                               {p->length, p->stride_x_t}})) &&
+         (!p->local_cond || strides_ok({{p->batch, p->stride_local_b},
+                                        {p->local_channels, p->stride_local_c},
+                                        {p->length, p->stride_local_t}})) &&
+         (!p->global_cond ||
+          strides_ok({{p->batch, p->stride_global_b}, {p->global_channels, p->stride_global_c}}));
 }
 
 // The conditioning pointers are all given with channels > 0, or all NULL with channels 0.
@@ -565,10 +575,15 @@ pyr_status check_fwd(const pyr_wavenet_layer_params* p) {
     return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
   if (!conditioning_consistent(p)) return PYR_ERROR_NULL_POINTER;
-  if (any_negative({p->stride_x_b, p->stride_x_c, p->stride_x_t, p->stride_local_b,
-                    p->stride_local_c, p->stride_local_t, p->stride_global_b, p->stride_global_c,
-                    p->stride_x_next_b, p->stride_x_next_c, p->stride_x_next_t, p->stride_skip_b,
-                    p->stride_skip_c, p->stride_skip_t}))
+  if (!inputs_strides_ok(p) ||
+      !strides_ok({{p->batch, p->stride_x_next_b},
+                   {p->residual_channels, p->stride_x_next_c},
+                   {p->length, p->stride_x_next_t}},
+                  true) ||
+      !strides_ok({{p->batch, p->stride_skip_b},
+                   {p->skip_channels, p->stride_skip_c},
+                   {p->length, p->stride_skip_t}},
+                  true))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
@@ -579,12 +594,21 @@ pyr_status check_bwd(const pyr_wavenet_layer_bwd_params* p) {
     return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
   if (!conditioning_consistent(p)) return PYR_ERROR_NULL_POINTER;
-  if (any_negative(
-          {p->stride_x_b,       p->stride_x_c,       p->stride_x_t,       p->stride_local_b,
-           p->stride_local_c,   p->stride_local_t,   p->stride_global_b,  p->stride_global_c,
-           p->stride_dx_next_b, p->stride_dx_next_c, p->stride_dx_next_t, p->stride_dskip_b,
-           p->stride_dskip_c,   p->stride_dskip_t,   p->stride_dx_b,      p->stride_dx_c,
-           p->stride_dx_t,      p->stride_dlocal_b,  p->stride_dlocal_c,  p->stride_dlocal_t}))
+  if (!inputs_strides_ok(p) ||
+      !strides_ok({{p->batch, p->stride_dx_next_b},
+                   {p->residual_channels, p->stride_dx_next_c},
+                   {p->length, p->stride_dx_next_t}}) ||
+      !strides_ok({{p->batch, p->stride_dskip_b},
+                   {p->skip_channels, p->stride_dskip_c},
+                   {p->length, p->stride_dskip_t}}) ||
+      (p->dx && !strides_ok({{p->batch, p->stride_dx_b},
+                             {p->residual_channels, p->stride_dx_c},
+                             {p->length, p->stride_dx_t}},
+                            true)) ||
+      (p->dlocal_cond && !strides_ok({{p->batch, p->stride_dlocal_b},
+                                      {p->local_channels, p->stride_dlocal_c},
+                                      {p->length, p->stride_dlocal_t}},
+                                     true)))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }

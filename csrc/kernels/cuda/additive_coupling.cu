@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 #include <stdint.h>
 
+#include "../layout.h"
 #include "coupling_common.cuh"
 #include "pyreversible/kernels.h"
 
@@ -437,11 +438,15 @@ pyr_status check_partition(const pyr_partition& p, int64_t dim) {
   return PYR_SUCCESS;
 }
 
-bool strides_ok(int64_t b, int64_t d) { return b >= 0 && d >= 0; }
+// The layout rules of pyr_layout::strides_ok (layout.h), shared with the CPU kernels: no
+// negative stride, no reach past kMaxElements, and for an output no stride 0 over more than one
+// element (two threads would write one place).
+bool strides_ok(int64_t b, int64_t d, int64_t batch, int64_t dim) {
+  return pyr_layout::strides_ok({{batch, b}, {dim, d}});
+}
 
-// An output stride may not be 0 over more than one element: two threads would write one place.
 bool out_strides_ok(int64_t b, int64_t d, int64_t batch, int64_t dim) {
-  return strides_ok(b, d) && (b > 0 || batch == 1) && (d > 0 || dim == 1);
+  return pyr_layout::strides_ok({{batch, b}, {dim, d}}, true);
 }
 
 pyr_status check_common(int32_t dtype, int32_t sign, int64_t batch, int64_t dim,
@@ -652,8 +657,8 @@ pyr_status check_fwd(const pyr_additive_coupling_params* p) {
   if (!p) return PYR_ERROR_NULL_POINTER;
   const pyr_status status = check_common(p->dtype, p->sign, p->batch, p->dim, p->partition);
   if (status != PYR_SUCCESS) return status;
-  if (!strides_ok(p->stride_x_b, p->stride_x_d) ||
-      !strides_ok(p->stride_shift_b, p->stride_shift_d) ||
+  if (!strides_ok(p->stride_x_b, p->stride_x_d, p->batch, p->dim) ||
+      !strides_ok(p->stride_shift_b, p->stride_shift_d, p->batch, p->partition.dim_b) ||
       !out_strides_ok(p->stride_y_b, p->stride_y_d, p->batch, p->dim))
     return PYR_ERROR_INVALID_STRIDE;
   if (!p->x || !p->shift || !p->y) return PYR_ERROR_NULL_POINTER;
@@ -689,7 +694,7 @@ pyr_status check_mlp_fwd(const pyr_additive_coupling_mlp_params* p) {
   if (status != PYR_SUCCESS) return status;
   status = check_layers(*p);
   if (status != PYR_SUCCESS) return status;
-  if (!strides_ok(p->stride_x_b, p->stride_x_d) ||
+  if (!strides_ok(p->stride_x_b, p->stride_x_d, p->batch, p->dim) ||
       !out_strides_ok(p->stride_y_b, p->stride_y_d, p->batch, p->dim))
     return PYR_ERROR_INVALID_STRIDE;
   if (!p->x || !p->y) return PYR_ERROR_NULL_POINTER;
@@ -716,8 +721,8 @@ pyr_status check_mlp_bwd(const pyr_additive_coupling_mlp_bwd_params* p) {
   if (status != PYR_SUCCESS) return status;
   status = check_layers(*p);
   if (status != PYR_SUCCESS) return status;
-  if (!strides_ok(p->stride_cond_b, p->stride_cond_d) ||
-      !strides_ok(p->stride_dy_b, p->stride_dy_d) ||
+  if (!strides_ok(p->stride_cond_b, p->stride_cond_d, p->batch, p->dim) ||
+      !strides_ok(p->stride_dy_b, p->stride_dy_d, p->batch, p->dim) ||
       !out_strides_ok(p->stride_dx_b, p->stride_dx_d, p->batch, p->dim))
     return PYR_ERROR_INVALID_STRIDE;
   if (!p->cond || !p->dy || !p->dx) return PYR_ERROR_NULL_POINTER;

@@ -4,6 +4,36 @@
  * Plain C functions over parameter structs. Pointers are raw device or host pointers, sizes and
  * strides are in elements (not bytes). Every function returns a pyr_status; no C++ exception
  * crosses this header. Nothing here includes torch.
+ *
+ * Conventions of every entry point:
+ * - A params struct is read, never kept: the call returns when the work is done (CPU) or
+ *   queued on `stream` (CUDA). Zero-initialise a struct before filling it in: the optional
+ *   pointers (bias, conditioning, gradients not wanted) are then NULL, and num_threads and
+ *   stream their defaults.
+ * - Tensors are (sizes, strides) views of the caller's buffers; "contiguous" means row-major
+ *   with no gaps. The arguments are checked before any memory is touched, and a bad one makes
+ *   the call return its status without side effects:
+ *     PYR_ERROR_NULL_POINTER      the params, or a pointer the call needs, is NULL;
+ *     PYR_ERROR_INVALID_SIZE      a size is below 1 (0 where a size may be absent), sizes
+ *                                 disagree, or one is too large to index (beyond 2^50 elements);
+ *     PYR_ERROR_INVALID_STRIDE    a layout no buffer can have: a negative stride, a furthest
+ *                                 element sum((size - 1) * stride) beyond 2^50, or, for an
+ *                                 output, a stride 0 along a dimension of size > 1 (two elements
+ *                                 in one place). The ABI carries no buffer lengths: that every
+ *                                 element of a view lies inside its buffer is the caller's part;
+ *     PYR_ERROR_UNSUPPORTED_DTYPE a dtype code that is not a pyr_dtype, or one the kernel lacks
+ *                                 (the CPU kernels take float32 and float64);
+ *     PYR_ERROR_INVALID_ARGUMENT  any other value out of its range (sign, dilation, groups,
+ *                                 mask type, partition, layer count, workspace alignment);
+ *     PYR_ERROR_OUT_OF_MEMORY     the kernel's scratch could not be allocated (CPU);
+ *     PYR_ERROR_CUDA              a CUDA call failed (the launch, or the device);
+ *     PYR_ERROR_NOT_BUILT         a *_cuda entry point of a library built without CUDA
+ *                                 (pyr_built_with_cuda() returns 0); it checks nothing.
+ *   When several arguments are bad, which of their codes comes back is not specified.
+ * - num_threads (CPU) is the number of OpenMP threads, 0 for the OpenMP runtime's default;
+ *   stream (CUDA) is a cudaStream_t, NULL for the default stream. Each is ignored by the other.
+ * - Outputs are overwritten, never accumulated into, and may not overlap an input unless the
+ *   entry point says so.
  */
 #ifndef PYREVERSIBLE_KERNELS_H
 #define PYREVERSIBLE_KERNELS_H
@@ -44,8 +74,13 @@ typedef enum pyr_dtype {
 /* "major.minor.patch" of the library. */
 const char* pyr_version(void);
 
-/* A short English message for a status code. */
+/* A short English message for a status code ("unknown status" for a value not in pyr_status);
+   a static string, never NULL. */
 const char* pyr_status_string(pyr_status status);
+
+/* 1 when the CUDA kernels were built into this library, 0 when its *_cuda entry points only
+   return PYR_ERROR_NOT_BUILT. */
+int pyr_built_with_cuda(void);
 
 /*
  * A partition of the D features of a row into a conditioning part a (dim_a features) and an
@@ -92,7 +127,13 @@ static inline int64_t pyr_partition_position(const pyr_partition* p, int64_t j, 
 /*
  * Additive coupling around a shift computed elsewhere (any coupling network):
  *   y_a = x_a,  y_b = x_b + sign * shift.
- * x, y: (batch, D) with strides; shift: (batch, dim_b) with strides. y may not alias x or shift.
+ * x, y: (batch, D) with strides; shift: (batch, dim_b) with strides, column j the shift of
+ * feature j of part b. y may not alias x or shift.
+ * Returns PYR_ERROR_NULL_POINTER for a missing x, shift or y; PYR_ERROR_INVALID_SIZE for a batch
+ * below 1, D below 2 or dim_a + dim_b != D; PYR_ERROR_INVALID_ARGUMENT for a sign other than
+ * +1 and -1 or a partition that is not a split of the row into its two parts (unknown kind,
+ * parity not 0 or 1, overlapping or out-of-row positions); PYR_ERROR_INVALID_STRIDE and
+ * PYR_ERROR_UNSUPPORTED_DTYPE as above (float16 and bfloat16 on CUDA only).
  */
 typedef struct pyr_additive_coupling_params {
   int32_t dtype; /* pyr_dtype */
@@ -122,7 +163,13 @@ pyr_status pyr_additive_coupling_fwd_cuda(const pyr_additive_coupling_params* p)
  * widths[0] = dim_a, widths[num_layers] = dim_b. hidden[l] for l < num_layers - 1, when not NULL,
  * receives h_{l+1} as a contiguous (batch, widths[l+1]) array for the backward pass; all of them
  * are NULL or none. x, y: (batch, D) with strides; y may not alias x.
- * CUDA: accumulates in float32 for float16 and bfloat16.
+ * CUDA: accumulates in float32 for float16 and bfloat16; needs `workspace` (device memory of
+ * the queried size, aligned to the dtype) when hidden[] is NULL and there is a hidden layer.
+ * Returns the codes of pyr_additive_coupling_fwd_cpu, and PYR_ERROR_NULL_POINTER for a missing
+ * weight or bias, or hidden[] given for some layers and not others (or a needed workspace);
+ * PYR_ERROR_INVALID_ARGUMENT for num_layers outside 1 .. PYR_MAX_LAYERS; PYR_ERROR_INVALID_SIZE
+ * for a width below 1, widths[0] != dim_a or widths[num_layers] != dim_b (or a workspace smaller
+ * than asked).
  */
 typedef struct pyr_additive_coupling_mlp_params {
   int32_t dtype;
@@ -147,7 +194,8 @@ typedef struct pyr_additive_coupling_mlp_params {
 
 pyr_status pyr_additive_coupling_mlp_fwd_cpu(const pyr_additive_coupling_mlp_params* p);
 pyr_status pyr_additive_coupling_mlp_fwd_cuda(const pyr_additive_coupling_mlp_params* p);
-/* Bytes of workspace the CUDA forward needs for these params (0 when hidden[] is given). */
+/* Bytes of workspace the CUDA forward needs for these params (0 when hidden[] is given, for
+   NULL params, and in a library built without CUDA). */
 size_t pyr_additive_coupling_mlp_fwd_cuda_workspace_bytes(
     const pyr_additive_coupling_mlp_params* p);
 
@@ -160,6 +208,10 @@ size_t pyr_additive_coupling_mlp_fwd_cuda_workspace_bytes(
  * The ReLU mask is torch's: zero where h <= 0, so a NaN activation passes its gradient on.
  * dx: (batch, D) with strides; dweight[l], dbias[l] contiguous like weight[l], bias[l]. All
  * outputs are overwritten, not accumulated into. dx may alias dy (it is then updated in place).
+ * hidden[l], weight[l], dweight[l], dbias[l] as in the forward; cond, dy: (batch, D) with
+ * strides. CUDA: `workspace` is always needed (the queried size, device memory, aligned to the
+ * accumulation type). Status codes as for the forward, and PYR_ERROR_NULL_POINTER for a missing
+ * cond, dy, dx, dweight[l], dbias[l] or hidden[l] (l < num_layers - 1).
  */
 typedef struct pyr_additive_coupling_mlp_bwd_params {
   int32_t dtype;
@@ -187,7 +239,8 @@ typedef struct pyr_additive_coupling_mlp_bwd_params {
 
 pyr_status pyr_additive_coupling_mlp_bwd_cpu(const pyr_additive_coupling_mlp_bwd_params* p);
 pyr_status pyr_additive_coupling_mlp_bwd_cuda(const pyr_additive_coupling_mlp_bwd_params* p);
-/* Bytes of workspace the CUDA backward needs for these params. */
+/* Bytes of workspace the CUDA backward needs for these params (0 for NULL params, and in a
+   library built without CUDA). */
 size_t pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes(
     const pyr_additive_coupling_mlp_bwd_params* p);
 
@@ -202,9 +255,10 @@ size_t pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes(
  * not aliasing x; weight: (out_channels, in_channels / groups, kernel_size) contiguous
  * (nn.Conv1d's layout); bias: (out_channels,) contiguous, or NULL for none.
  * Returns PYR_ERROR_NULL_POINTER for a missing x, weight or y, PYR_ERROR_INVALID_SIZE for a size
- * below 1 or one too large to index, PYR_ERROR_INVALID_ARGUMENT for a dilation below 1 or groups
- * that do not divide both channel counts, PYR_ERROR_INVALID_STRIDE for a negative stride and
- * PYR_ERROR_UNSUPPORTED_DTYPE for a dtype other than float32 and float64 (CPU).
+ * below 1 or one too large to index (also (K - 1) * d), PYR_ERROR_INVALID_ARGUMENT for a
+ * dilation below 1 or groups that do not divide both channel counts, PYR_ERROR_INVALID_STRIDE
+ * for a layout of x or y that breaks the rules above and PYR_ERROR_UNSUPPORTED_DTYPE for a dtype
+ * other than float32 and float64 (CPU).
  */
 typedef struct pyr_causal_conv1d_params {
   int32_t dtype; /* pyr_dtype */
@@ -243,8 +297,9 @@ pyr_status pyr_causal_conv1d_fwd_cuda(const pyr_causal_conv1d_params* p);
  *   db[o]       = sum_b sum_t dy[b, o, t].
  * dx: like x, with strides; dweight, dbias: contiguous like weight and bias. Each of dx,
  * dweight and dbias may be NULL, and is then not computed; the others are overwritten, not
- * accumulated into. x is needed (non-NULL) only when dweight is asked for. Status codes as for
- * the forward.
+ * accumulated into. x is needed (non-NULL) only when dweight is asked for; weight and dy always.
+ * Status codes as for the forward (PYR_ERROR_NULL_POINTER for a missing weight, dy, or x with
+ * dweight).
  */
 typedef struct pyr_causal_conv1d_bwd_params {
   int32_t dtype;
@@ -293,6 +348,10 @@ size_t pyr_causal_conv1d_bwd_cuda_workspace_bytes(const pyr_causal_conv1d_bwd_pa
  * x, y: (batch, in_channels or out_channels, height, width) with strides; weight:
  * (out_channels, in_channels, K, K) with strides (nn.Conv2d's layout; its masked entries are
  * ignored); bias: (out_channels,) contiguous, or NULL for none. y may not alias x.
+ * Returns PYR_ERROR_NULL_POINTER for a missing x, weight or y; PYR_ERROR_INVALID_SIZE for a size
+ * below 1, an even kernel_size, or sizes too large to index; PYR_ERROR_INVALID_ARGUMENT for a
+ * mask type other than PYR_MASK_A and PYR_MASK_B; PYR_ERROR_INVALID_STRIDE (x, weight, y) and
+ * PYR_ERROR_UNSUPPORTED_DTYPE as above (CPU: float32 and float64).
  */
 typedef enum pyr_mask_type { PYR_MASK_A = 0, PYR_MASK_B = 1 } pyr_mask_type;
 
@@ -328,12 +387,14 @@ pyr_status pyr_masked_conv2d_fwd_cuda(const pyr_masked_conv2d_params* p);
 
 /*
  * Backward of the masked convolution, given dy = dL/dy (batch, out_channels, height, width):
- *   dx[b, i, h, w]   = sum_o sum_{(ky, kx) kept} W[o, i, ky, kx] * dy[b, o, h - ky + c, w - kx +
- * c], dW[o, i, ky, kx] = sum_{b, h, w} dy[b, o, h, w] * x[b, i, h + ky - c, w + kx - c] when (ky,
- * kx) is kept, exactly 0 when it is masked, db[o]            = sum_{b, h, w} dy[b, o, h, w]. dx:
- * like x, with strides; dweight: (out_channels, in_channels, K, K) contiguous; dbias:
+ *   dx[b, i, h, w] = sum_o sum_{(ky, kx) kept} W[o, i, ky, kx] * dy[b, o, h - ky + c, w - kx + c],
+ *   dW[o, i, ky, kx] = sum_{b, h, w} dy[b, o, h, w] * x[b, i, h + ky - c, w + kx - c]
+ *                      when (ky, kx) is kept, exactly 0 when it is masked,
+ *   db[o] = sum_{b, h, w} dy[b, o, h, w].
+ * dx: like x, with strides; dweight: (out_channels, in_channels, K, K) contiguous; dbias:
  * (out_channels,) contiguous. Each of dx, dweight and dbias may be NULL, and is then not
  * computed; those given are overwritten, not accumulated into. No output may alias an input.
+ * x, weight and dy are always needed. Status codes as for the forward.
  */
 typedef struct pyr_masked_conv2d_bwd_params {
   int32_t dtype;
@@ -387,7 +448,12 @@ size_t pyr_masked_conv2d_bwd_cuda_workspace_bytes(const pyr_masked_conv2d_bwd_pa
  * (batch, global_channels) with strides and global_weight: (2G, global_channels) contiguous,
  * likewise. x_next: like x, skip: (batch, S, length), with strides, aliasing no input.
  * gate_input, when not NULL, receives z as a contiguous (batch, 2G, length) array for the
- * backward pass. Status codes as for the causal convolution.
+ * backward pass. Returns PYR_ERROR_NULL_POINTER for a missing x, conv_weight, residual_weight,
+ * skip_weight, x_next or skip, or conditioning given by halves (a tensor without its weight, or
+ * a pointer given with 0 channels or none with channels > 0); PYR_ERROR_INVALID_SIZE for a size
+ * below 1 (local_channels and global_channels below 0) or too large to index;
+ * PYR_ERROR_INVALID_ARGUMENT for a dilation below 1; PYR_ERROR_INVALID_STRIDE and
+ * PYR_ERROR_UNSUPPORTED_DTYPE as above (CPU: float32 and float64).
  */
 typedef struct pyr_wavenet_layer_params {
   int32_t dtype; /* pyr_dtype */
@@ -448,7 +514,9 @@ pyr_status pyr_wavenet_layer_fwd_cuda(const pyr_wavenet_layer_params* p);
  * sums over the batch and time. dx and dlocal_cond take strides; every other gradient is
  * contiguous like its parameter (dglobal_cond (batch, global_channels)). Each gradient may be
  * NULL, and is then not computed; the others are overwritten, not accumulated into. The
- * pointers of the forward pass are read as there (x only for dconv_weight).
+ * pointers of the forward pass are read as there (x only for dconv_weight). Status codes as for
+ * the forward, with PYR_ERROR_NULL_POINTER for a missing gate_input, dx_next or dskip, and
+ * PYR_ERROR_INVALID_STRIDE for the layouts of dx_next, dskip, dx and dlocal_cond too.
  */
 typedef struct pyr_wavenet_layer_bwd_params {
   int32_t dtype;
