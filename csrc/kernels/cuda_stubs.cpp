@@ -20,4 +20,14 @@ PYR_CUDA_STUB(pyr_additive_coupling_mlp_bwd_cuda, pyr_additive_coupling_mlp_bwd_
 PYR_CUDA_WORKSPACE_STUB(pyr_additive_coupling_mlp_bwd_cuda_workspace_bytes,
                         pyr_additive_coupling_mlp_bwd_params)
 
+PYR_CUDA_STUB(pyr_causal_conv1d_fwd_cuda, pyr_causal_conv1d_params)
+PYR_CUDA_STUB(pyr_causal_conv1d_bwd_cuda, pyr_causal_conv1d_bwd_params)
+PYR_CUDA_WORKSPACE_STUB(pyr_causal_conv1d_bwd_cuda_workspace_bytes, pyr_causal_conv1d_bwd_params)
+PYR_CUDA_STUB(pyr_masked_conv2d_fwd_cuda, pyr_masked_conv2d_params)
+PYR_CUDA_STUB(pyr_masked_conv2d_bwd_cuda, pyr_masked_conv2d_bwd_params)
+PYR_CUDA_WORKSPACE_STUB(pyr_masked_conv2d_bwd_cuda_workspace_bytes, pyr_masked_conv2d_bwd_params)
+PYR_CUDA_STUB(pyr_wavenet_layer_fwd_cuda, pyr_wavenet_layer_params)
+PYR_CUDA_STUB(pyr_wavenet_layer_bwd_cuda, pyr_wavenet_layer_bwd_params)
+PYR_CUDA_WORKSPACE_STUB(pyr_wavenet_layer_bwd_cuda_workspace_bytes, pyr_wavenet_layer_bwd_params)
+
 #endif
