@@ -130,10 +130,23 @@ def test_step_matches_reference(case, dtype, backend):
     assert_close(queue, expected_queue)
 
 
-@pytest.mark.parametrize("backend", STEP_BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("position", [0, 5])
+def generate_params():
+    # every case, dtype and start on the compiled C++; the Triton interpreter runs one program at
+    # a time in Python, so it takes the batch-1 cases in float32 only (the step test above has
+    # every case on it)
+    params = []
+    for backend in STEP_BACKENDS:
+        for index, case in enumerate(CASES):
+            for dtype in (torch.float32, torch.float64):
+                for position in (0, 5):
+                    if backend == "triton" and (case[0] > 2 or dtype != torch.float32):
+                        continue
+                    ident = f"{CASE_IDS[index]}-{str(dtype)[6:]}-t{position}-{backend}"
+                    params.append(pytest.param(case, dtype, backend, position, id=ident))
+    return params
+
+
+@pytest.mark.parametrize(("case", "dtype", "backend", "position"), generate_params())
 def test_generate_matches_reference(case, dtype, backend, position):
     dilations, temperature = case[6], case[8]
     weights = network(case, dtype)
@@ -156,7 +169,7 @@ def test_generate_matches_reference(case, dtype, backend, position):
 @pytest.mark.parametrize("backend", STEP_BACKENDS)
 def test_generate_equals_repeated_steps(backend):
     # N steps in one call and N calls of one step are the same computation
-    case = CASES[1]
+    case = CASES[2]
     dilations, temperature = case[6], case[8]
     weights = network(case, torch.float64)
     x, uniform, queue, cond = inputs(case, torch.float64, 9, 3)
