@@ -24,7 +24,9 @@ from pyreversible.reference.wavenet_step import wavenet_step as reference_step
 STEP_BACKENDS = [b for b in BACKENDS if b in _BACKENDS.get(DEVICE, ())]
 
 # how far u may be from the reference CDF for a backend's sample to differ from the reference's
-TIE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 2e-2}
+# (float16: the reference rounds every layer to 11 bits while the kernels keep float32 sums, so
+# the logits, and the CDF with them, differ by up to the float16 tolerance)
+TIE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 
 # (B, C, R, G, S, K, dilations, cond, temperature): batch 1 and 5 (the multi-row tiles, two
 # threads on a 2-core machine), K 1, 2 and 3, odd sizes that leave vector tails (R 9, 2G 34),
@@ -107,9 +109,23 @@ def teacher_forced(samples, x, uniform, queue, position, weights, dilations, tem
     return logits, queue
 
 
-@pytest.mark.parametrize("backend", STEP_BACKENDS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def dtypes_of(backend):
+    # the CUDA C++ kernel takes float32 and float16 weights; the others float32 and float64
+    if DEVICE == "cuda" and backend == "cpp":
+        return [torch.float32, torch.float16]
+    return [torch.float32, torch.float64]
+
+
+def step_params():
+    return [
+        pytest.param(case, dtype, backend, id=f"{ident}-{str(dtype)[6:]}-{backend}")
+        for backend in STEP_BACKENDS
+        for case, ident in zip(CASES, CASE_IDS, strict=True)
+        for dtype in dtypes_of(backend)
+    ]
+
+
+@pytest.mark.parametrize(("case", "dtype", "backend"), step_params())
 def test_step_matches_reference(case, dtype, backend):
     dilations, temperature = case[6], case[8]
     weights = network(case, dtype)
@@ -137,7 +153,7 @@ def generate_params():
     params = []
     for backend in STEP_BACKENDS:
         for index, case in enumerate(CASES):
-            for dtype in (torch.float32, torch.float64):
+            for dtype in dtypes_of(backend):
                 for position in (0, 5):
                     if backend == "triton" and (case[0] > 2 or dtype != torch.float32):
                         continue
@@ -171,8 +187,8 @@ def test_generate_equals_repeated_steps(backend):
     # N steps in one call and N calls of one step are the same computation
     case = CASES[2]
     dilations, temperature = case[6], case[8]
-    weights = network(case, torch.float64)
-    x, uniform, queue, cond = inputs(case, torch.float64, 9, 3)
+    weights = network(case, torch.float32)
+    x, uniform, queue, cond = inputs(case, torch.float32, 9, 3)
     stepped = queue.clone()
     with use_backend(backend):
         samples = ops.wavenet_generate(x, uniform, queue, 3, weights, dilations, temperature, cond)

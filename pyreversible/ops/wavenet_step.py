@@ -30,7 +30,7 @@ from pyreversible.reference.wavenet_step import wavenet_step as reference_wavene
 __all__ = ["new_queue", "pack_weights", "wavenet_generate", "wavenet_step"]
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("triton",)}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("cpp", "triton")}
 
 # Kernel namespace of each compiled backend: the same op names live in both.
 _NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}

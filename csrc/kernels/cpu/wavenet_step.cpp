@@ -50,43 +50,6 @@ struct Net {
   const int64_t* dilations;
 };
 
-pyr_status check(const pyr_wavenet_step_params* p) {
-  if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
-  for (int64_t size : {p->batch, p->classes, p->residual_channels, p->gate_channels,
-                       p->skip_channels, p->kernel_size, p->num_layers, p->steps})
-    if (size < 1 || size > kMaxElements) return PYR_ERROR_INVALID_SIZE;
-  if (!p->dilations || !p->weights || !p->x || !p->uniform || !p->samples)
-    return PYR_ERROR_NULL_POINTER;
-  if (p->num_weights != 1 + kPerLayer * p->num_layers + kHead) return PYR_ERROR_INVALID_SIZE;
-  for (int64_t i = 0; i < p->num_weights; ++i)
-    if (!p->weights[i]) return PYR_ERROR_NULL_POINTER;
-  // the weights, the conditioning, the outputs and the queue must all be indexable
-  const int64_t wide =
-      std::max({p->classes, p->residual_channels, 2 * p->gate_channels, p->skip_channels});
-  if (!product_fits(wide, wide) || !product_fits(p->kernel_size * p->residual_channels, wide) ||
-      !product_fits(p->steps, p->batch) ||
-      !product_fits(p->steps * p->batch, p->num_layers * 2 * p->gate_channels) ||
-      !product_fits(p->batch, p->classes))
-    return PYR_ERROR_INVALID_SIZE;
-  int64_t rows = 0;
-  for (int64_t l = 0; l < p->num_layers; ++l) {
-    if (p->dilations[l] < 1) return PYR_ERROR_INVALID_ARGUMENT;
-    if (!product_fits(p->kernel_size - 1, p->dilations[l])) return PYR_ERROR_INVALID_SIZE;
-    rows += (p->kernel_size - 1) * p->dilations[l];
-    if (rows > kMaxElements) return PYR_ERROR_INVALID_SIZE;
-  }
-  if (rows != p->queue_rows || !product_fits(p->batch, rows * p->residual_channels))
-    return PYR_ERROR_INVALID_SIZE;
-  if (rows > 0 && !p->queue) return PYR_ERROR_NULL_POINTER;
-  if (p->position < 0 || p->position > kMaxElements - p->steps) return PYR_ERROR_INVALID_ARGUMENT;
-  if (!(p->temperature > 0) || !std::isfinite(p->temperature)) return PYR_ERROR_INVALID_ARGUMENT;
-  // the embedding row of x is read at the first step: an index outside [0, C) never is
-  if (p->position > 0)
-    for (int64_t b = 0; b < p->batch; ++b)
-      if (p->x[b] < 0 || p->x[b] >= p->classes) return PYR_ERROR_INVALID_ARGUMENT;
-  return PYR_SUCCESS;
-}
-
 typedef int64_t Index;
 
 // y[b, c] += sum_i x[b * ldx + i] w[i * ldw + c] for NB batch rows and CW vectors of columns,
@@ -326,9 +289,54 @@ void run(const pyr_wavenet_step_params* p) {
 
 }  // namespace
 
+namespace pyr_cpu {
+
+// The checks of every size, pointer and argument of the params but the dtype, shared with the
+// CUDA entry point; x (host memory) is read only when read_x.
+pyr_status check_wavenet_step(const pyr_wavenet_step_params* p, bool read_x) {
+  for (int64_t size : {p->batch, p->classes, p->residual_channels, p->gate_channels,
+                       p->skip_channels, p->kernel_size, p->num_layers, p->steps})
+    if (size < 1 || size > kMaxElements) return PYR_ERROR_INVALID_SIZE;
+  if (!p->dilations || !p->weights || !p->x || !p->uniform || !p->samples)
+    return PYR_ERROR_NULL_POINTER;
+  if (p->num_weights != 1 + kPerLayer * p->num_layers + kHead) return PYR_ERROR_INVALID_SIZE;
+  for (int64_t i = 0; i < p->num_weights; ++i)
+    if (!p->weights[i]) return PYR_ERROR_NULL_POINTER;
+  // the weights, the conditioning, the outputs and the queue must all be indexable
+  const int64_t wide =
+      std::max({p->classes, p->residual_channels, 2 * p->gate_channels, p->skip_channels});
+  if (!product_fits(wide, wide) || !product_fits(p->kernel_size * p->residual_channels, wide) ||
+      !product_fits(p->steps, p->batch) ||
+      !product_fits(p->steps * p->batch, p->num_layers * 2 * p->gate_channels) ||
+      !product_fits(p->batch, p->classes))
+    return PYR_ERROR_INVALID_SIZE;
+  int64_t rows = 0;
+  for (int64_t l = 0; l < p->num_layers; ++l) {
+    if (p->dilations[l] < 1) return PYR_ERROR_INVALID_ARGUMENT;
+    if (!product_fits(p->kernel_size - 1, p->dilations[l])) return PYR_ERROR_INVALID_SIZE;
+    rows += (p->kernel_size - 1) * p->dilations[l];
+    if (rows > kMaxElements) return PYR_ERROR_INVALID_SIZE;
+  }
+  if (rows != p->queue_rows || !product_fits(rows, p->residual_channels) ||
+      !product_fits(p->batch, rows * p->residual_channels))
+    return PYR_ERROR_INVALID_SIZE;
+  if (rows > 0 && !p->queue) return PYR_ERROR_NULL_POINTER;
+  if (p->position < 0 || p->position > kMaxElements - p->steps) return PYR_ERROR_INVALID_ARGUMENT;
+  if (!(p->temperature > 0) || !std::isfinite(p->temperature)) return PYR_ERROR_INVALID_ARGUMENT;
+  // the embedding row of x is read at the first step: an index outside [0, C) never is (a
+  // device kernel, whose x lies in device memory, checks it as it reads it)
+  if (read_x && p->position > 0)
+    for (int64_t b = 0; b < p->batch; ++b)
+      if (p->x[b] < 0 || p->x[b] >= p->classes) return PYR_ERROR_INVALID_ARGUMENT;
+  return PYR_SUCCESS;
+}
+
+}  // namespace pyr_cpu
+
 extern "C" pyr_status pyr_wavenet_step_cpu(const pyr_wavenet_step_params* p) {
   if (!p) return PYR_ERROR_NULL_POINTER;
-  const pyr_status status = check(p);
+  if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
+  const pyr_status status = pyr_cpu::check_wavenet_step(p, true);
   if (status != PYR_SUCCESS) return status;
   return dispatch(p->dtype, [&] { run<float>(p); }, [&] { run<double>(p); });
 }
