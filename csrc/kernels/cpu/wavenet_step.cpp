@@ -21,6 +21,8 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
+#include <vector>
 
 #include "cpu/activations.h"
 #include "cpu/common.h"
@@ -119,6 +121,31 @@ void product(Index rows, Index k, const T* x, Index ldx, const T* w, Index n, T*
   }
 }
 
+// Columns of one panel of a matrix laid out for streaming (see run()).
+constexpr Index kPanel = 64;
+// From this many steps on, a call lays the matrices out in panels first.
+constexpr Index kPanelSteps = 16;
+
+// product() over a matrix stored as panels of `panel` columns, each (k, width) row-major and
+// the panels one after the other; panel 0 is the plain row-major layout.
+template <typename T>
+void product_panels(Index rows, Index k, const T* x, Index ldx, const T* w, Index n, Index panel,
+                    T* y, Index ldy) {
+  if (panel <= 0 || panel >= n) return product(rows, k, x, ldx, w, n, y, ldy);
+  for (Index c0 = 0; c0 < n; c0 += panel)
+    product(rows, k, x, ldx, w + c0 * k, std::min(panel, n - c0), y + c0, ldy);
+}
+
+// Copies the (k, n) row-major matrix `w` into panels of `panel` columns at `dst`.
+template <typename T>
+void pack_panels(const T* w, Index k, Index n, Index panel, T* dst) {
+  for (Index c0 = 0; c0 < n; c0 += panel) {
+    const Index width = std::min(panel, n - c0);
+    for (Index i = 0; i < k; ++i)
+      std::memcpy(dst + c0 * k + i * width, w + i * n + c0, width * sizeof(T));
+  }
+}
+
 // The class drawn from one row of logits: #{c : cdf[c] < u} clamped to C - 1, with cdf =
 // cumsum(softmax(logits / temperature)) rounded to T at every element. As torch does on the
 // CPU, the softmax divides by the temperature, scales by 1 / sum, and the cumulative sum runs
@@ -171,8 +198,11 @@ struct Scratch {
   }
 };
 
+// Runs every step for the batch rows [b0, b0 + rows). mats[i] is weight i's matrix as the
+// products read it: in panels of `panel` columns, or the packed weight itself for panel 0.
 template <typename T>
-void run_rows(const pyr_wavenet_step_params* p, const Net& n, Index b0, Index rows, T* scratch) {
+void run_rows(const pyr_wavenet_step_params* p, const Net& n, Index b0, Index rows,
+              const T* const* mats, Index panel, T* scratch) {
   const Scratch at(n, rows);
   const Index R = n.residual, G = n.gate, S = n.skip, C = n.classes, K = n.taps;
   const Index in = K * R, ldq = p->queue_rows * R;
@@ -226,7 +256,8 @@ void run_rows(const pyr_wavenet_step_params* p, const Net& n, Index b0, Index ro
           for (Index o = 0; o < 2 * G; ++o) z[b * 2 * G + o] += c[o];
         }
       }
-      product(rows, in, taps, in, lw[0], 2 * G, z, 2 * G);
+      const T* const* lm = mats + 1 + kPerLayer * l;
+      product_panels(rows, in, taps, in, lm[0], 2 * G, panel, z, 2 * G);
 
       // the gate, a = tanh(z[:G]) sigmoid(z[G:]), written over tanh's half of `gates`
       for (Index b = 0; b < rows; ++b) {
@@ -241,8 +272,8 @@ void run_rows(const pyr_wavenet_step_params* p, const Net& n, Index b0, Index ro
         T* h = taps + b * in + (K - 1) * R;
         for (Index o = 0; o < R; ++o) h[o] += lw[3][o];
       }
-      product(rows, G, gates, 2 * G, lw[4], S, skip, S);
-      product(rows, G, gates, 2 * G, lw[2], R, taps + (K - 1) * R, in);
+      product_panels(rows, G, gates, 2 * G, lm[4], S, panel, skip, S);
+      product_panels(rows, G, gates, 2 * G, lm[2], R, panel, taps + (K - 1) * R, in);
       offset += length;
     }
 
@@ -253,9 +284,10 @@ void run_rows(const pyr_wavenet_step_params* p, const Net& n, Index b0, Index ro
       std::memcpy(hidden + b * S, head[1], S * sizeof(T));
       std::memcpy(logits + b * C, head[3], C * sizeof(T));
     }
-    product(rows, S, skip, S, head[0], S, hidden, S);
+    const T* const* head_m = mats + 1 + kPerLayer * n.layers;
+    product_panels(rows, S, skip, S, head_m[0], S, panel, hidden, S);
     for (Index i = 0; i < rows * S; ++i) hidden[i] = hidden[i] < T(0) ? T(0) : hidden[i];
-    product(rows, S, hidden, S, head[2], C, logits, C);
+    product_panels(rows, S, hidden, S, head_m[2], C, panel, logits, C);
 
     for (Index b = 0; b < rows; ++b)
       p->samples[s * n.batch + b0 + b] =
@@ -275,15 +307,52 @@ void run(const pyr_wavenet_step_params* p) {
   const Index stride = Scratch(n, per_thread).total;
   // allocated before the parallel region: no exception may leave an OpenMP thread
   Buffer<T> scratch(static_cast<size_t>(stride * threads));
+
+  // Over many steps, the matrices are first copied into one arena, in the order the products
+  // read them and each in panels of kPanel columns, so that a step reads the network as one
+  // sequential stream (the hardware prefetchers' best case) instead of a strided block per
+  // column block per matrix; the copy costs about one step's reads.
+  const T* const* w = reinterpret_cast<const T* const*>(p->weights);
+  std::vector<const T*> mats(w, w + p->num_weights);
+  const bool panels = p->steps >= kPanelSteps;
+  std::vector<std::pair<Index, Index>> shapes(p->num_weights, {0, 0});
+  for (Index l = 0; l < n.layers; ++l) {
+    shapes[1 + kPerLayer * l] = {n.taps * n.residual, 2 * n.gate};
+    shapes[1 + kPerLayer * l + 4] = {n.gate, n.skip};
+    shapes[1 + kPerLayer * l + 2] = {n.gate, n.residual};
+  }
+  shapes[1 + kPerLayer * n.layers] = {n.skip, n.skip};
+  shapes[1 + kPerLayer * n.layers + 2] = {n.skip, n.classes};
+  Index total = 0;
+  for (const auto& [k, cols] : shapes) total += panels ? k * cols : 0;
+  Buffer<T> arena(static_cast<size_t>(std::max<Index>(total, 1)));
+  if (panels) {
+    Index at = 0;
+    // layer by layer in the order of use: conv, skip, residual; then the head
+    std::vector<Index> order;
+    for (Index l = 0; l < n.layers; ++l)
+      for (Index j : {0, 4, 2}) order.push_back(1 + kPerLayer * l + j);
+    order.push_back(1 + kPerLayer * n.layers);
+    order.push_back(1 + kPerLayer * n.layers + 2);
+    for (Index i : order) {
+      pack_panels(w[i], shapes[i].first, shapes[i].second, kPanel, arena.get() + at);
+      mats[i] = arena.get() + at;
+      at += shapes[i].first * shapes[i].second;
+    }
+  }
+  const Index panel = panels ? kPanel : 0;
+
   if (threads == 1) {
-    run_rows<T>(p, n, 0, n.batch, scratch.get());
+    run_rows<T>(p, n, 0, n.batch, mats.data(), panel, scratch.get());
     return;
   }
 #pragma omp parallel num_threads(threads)
   {
     const Index b0 = omp_get_thread_num() * per_thread;
     const Index rows = std::min(per_thread, n.batch - b0);
-    if (rows > 0) run_rows<T>(p, n, b0, rows, scratch.get() + omp_get_thread_num() * stride);
+    if (rows > 0)
+      run_rows<T>(p, n, b0, rows, mats.data(), panel,
+                  scratch.get() + omp_get_thread_num() * stride);
   }
 }
 
