@@ -9,6 +9,17 @@
 // touches (the taps, z, the gate, the skip sum, the head's activations, the CDF) is a few KB of
 // per-thread scratch that never leaves L1.
 //
+// The floors at batch 1 on one Zen 3 core (2.45 GHz, AVX2): 0.87 M multiply-adds at 16 per
+// cycle is 22 us a step; reading the 3.47 MB of matrices from L3 at the 50 GB/s that a plain
+// streaming loop reaches there is about 70 us, so the read is the bound. Over many steps the
+// matrices are therefore re-laid once per call into one arena of 64-column panels in the order
+// of use (see run()), which the hardware prefetchers stream best.
+//
+// The gate uses the vector tanh and sigmoid of cpu/activations.h: measured against double over
+// [-20, 20], at most 3.3 ulp (tanh, absolute 9e-8) and 2.5 ulp (sigmoid) from the exact values.
+// The draw follows pyreversible.reference.sampling exactly: softmax of logits / temperature in
+// T, the CDF accumulated in double and rounded to T at every class, #{c : cdf[c] < u}.
+//
 // Batch rows are independent through a whole step and through the queue, so the threads split
 // the batch, each running every step for its rows with no synchronisation at all; at batch 1
 // no parallel region is entered. The steps run in one loop here, so that N samples cost one
