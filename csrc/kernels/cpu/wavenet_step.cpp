@@ -124,10 +124,10 @@ void product(Index rows, Index k, const T* x, Index ldx, const T* w, Index n, T*
     product_rows_n<T, 3>(static_cast<int>(rows), k, x, ldx, w, n, y, ldy, 0, n);
     return;
   }
-  for (Index c = 0; c < n; c += 2 * L) {
-    const Index c1 = std::min(n, c + 2 * L);
-    for (Index r = 0; r < rows; r += 4)
-      product_rows_n<T, 4>(static_cast<int>(std::min<Index>(4, rows - r)), k, x + r * ldx, ldx, w,
+  for (Index c = 0; c < n; c += 4 * L) {
+    const Index c1 = std::min(n, c + 4 * L);
+    for (Index r = 0; r < rows; r += 3)
+      product_rows_n<T, 3>(static_cast<int>(std::min<Index>(3, rows - r)), k, x + r * ldx, ldx, w,
                            n, y + r * ldy, ldy, c, c1);
   }
 }
