@@ -115,8 +115,9 @@ inline void product_rows_n(int nb, Index k, const T* x, Index ldx, const T* w, I
 }
 
 // y (rows, n) += x (rows, k) w (k, n), w row-major (in, out) as pack_weights lays it out. Up to
-// 3 rows run as one tile over all columns; from 4 rows on, each block of 2 vectors of columns
-// (k rows of 64 bytes, in L1) is taken by every tile of 4 rows before the next block is read.
+// 3 rows run as one tile over all columns; from 4 rows on, each block of 4 vectors of columns
+// (k rows of 128 bytes, in L1) is taken by every tile of 3 rows before the next block is read,
+// so that the matrix comes from L3 once per step whatever the batch.
 template <typename T>
 void product(Index rows, Index k, const T* x, Index ldx, const T* w, Index n, T* y, Index ldy) {
   constexpr int L = kLanes<T>;
