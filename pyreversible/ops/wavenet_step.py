@@ -35,7 +35,7 @@ _BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("cpp", "triton")}
 # Kernel namespace of each compiled backend: the same op names live in both.
 _NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}
 
-# The dtypes of the CUDA C++ kernel; `auto` takes Triton for the others (bfloat16).
+# The dtypes of the CUDA C++ kernel; `auto` takes Triton for the others (float64, bfloat16).
 _CUDA_CPP_DTYPES = (torch.float32, torch.float16)
 
 
