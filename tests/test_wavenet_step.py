@@ -97,16 +97,22 @@ def check_samples(samples, logits, uniform, temperature):
 
 def teacher_forced(samples, x, uniform, queue, position, weights, dilations, temperature, cond):
     """The reference run step by step on a backend's samples: per step its logits, and the
-    queue after the last step."""
+    queue after the last step. On one thread: its ops are tiny, and on a busy machine each
+    OpenMP region they open costs milliseconds of spinning."""
     queue = queue.clone()
     logits = []
-    for step in range(uniform.shape[0]):
-        step_cond = None if cond is None else cond[step]
-        _, step_logits = reference_step(
-            x, uniform[step], queue, position + step, weights, dilations, temperature, step_cond
-        )
-        logits.append(step_logits)
-        x = samples[step]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for step in range(uniform.shape[0]):
+            step_cond = None if cond is None else cond[step]
+            _, step_logits = reference_step(
+                x, uniform[step], queue, position + step, weights, dilations, temperature, step_cond
+            )
+            logits.append(step_logits)
+            x = samples[step]
+    finally:
+        torch.set_num_threads(threads)
     return logits, queue
 
 
@@ -118,11 +124,14 @@ def dtypes_of(backend):
 
 
 def step_params():
+    # the Triton interpreter runs one program (batch row) at a time in Python: batch 9 is left
+    # to the compiled C++
     return [
         pytest.param(case, dtype, backend, id=f"{ident}-{str(dtype)[6:]}-{backend}")
         for backend in STEP_BACKENDS
         for case, ident in zip(CASES, CASE_IDS, strict=True)
         for dtype in dtypes_of(backend)
+        if not (backend == "triton" and DEVICE == "cpu" and case[0] > 5)
     ]
 
 
@@ -149,14 +158,18 @@ def test_step_matches_reference(case, dtype, backend):
 
 def generate_params():
     # every case, dtype and start on the compiled C++; the Triton interpreter runs one program at
-    # a time in Python, so it takes the batch-1 cases in float32 only (the step test above has
-    # every case on it)
+    # a time in Python, so there it takes the batch-1 cases in float32 only (the step test above
+    # has every case up to batch 5 on it); on a GPU Triton takes every case
     params = []
     for backend in STEP_BACKENDS:
         for index, case in enumerate(CASES):
             for dtype in dtypes_of(backend):
                 for position in (0, 5):
-                    if backend == "triton" and (case[0] > 2 or dtype != torch.float32):
+                    if (
+                        backend == "triton"
+                        and DEVICE == "cpu"
+                        and (case[0] > 1 or dtype != torch.float32)
+                    ):
                         continue
                     ident = f"{CASE_IDS[index]}-{str(dtype)[6:]}-t{position}-{backend}"
                     params.append(pytest.param(case, dtype, backend, position, id=ident))
@@ -167,8 +180,8 @@ def generate_params():
 def test_generate_matches_reference(case, dtype, backend, position):
     dilations, temperature = case[6], case[8]
     weights = network(case, dtype)
-    # 19 steps: longer than every ring buffer, so each wraps at least twice
-    x, uniform, queue, cond = inputs(case, dtype, 19, position)
+    # 12 steps: longer than every ring buffer (8 rows at most), so each wraps
+    x, uniform, queue, cond = inputs(case, dtype, 12, position)
     start = queue.clone()
     with use_backend(backend):
         samples = ops.wavenet_generate(
