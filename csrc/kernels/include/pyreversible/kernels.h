@@ -470,15 +470,17 @@ pyr_status pyr_wavenet_layer_bwd_cpu(const pyr_wavenet_layer_bwd_params* p);
  * (2G,), residual (G, R), residual bias (R,), skip (G, S), skip bias (S,); head (S, S), head bias
  * (S,), out (S, C), out bias (C,). queue: (batch, Q, R) contiguous, Q = queue_rows =
  * (K - 1) sum_l d_l, updated in place (may be NULL when Q = 0). x: (batch,) class indices, each
- * in [0, C) when position > 0 (checked: PYR_ERROR_INVALID_ARGUMENT otherwise, before anything is
- * written). uniform: (steps, batch) contiguous float32 whatever the dtype. cond: (steps, batch, L,
- * 2G) contiguous, or NULL for none. samples: (steps, batch) int64. logits: (batch, C), the last
- * step's, or NULL. CPU: float32 and float64; CUDA: float32 and float16 (float32 accumulation and
- * sampling), workspace of pyr_wavenet_step_cuda_workspace_bytes() bytes.
- * Returns PYR_ERROR_NULL_POINTER for a missing pointer, PYR_ERROR_INVALID_SIZE for a size below 1,
- * one too large to index, a weight count or queue_rows that does not fit the sizes,
- * PYR_ERROR_INVALID_ARGUMENT for a dilation below 1, a negative position, a temperature that is
- * not finite and > 0 or a class index out of range, PYR_ERROR_UNSUPPORTED_DTYPE for another dtype.
+ * in [0, C) when position > 0 (CPU: checked, PYR_ERROR_INVALID_ARGUMENT otherwise, before anything
+ * is written; CUDA: x is in device memory, so the caller checks it, and the kernel reads no row
+ * outside the embedding, taking zeros for an index out of range). uniform: (steps, batch)
+ * contiguous float32 whatever the dtype. cond: (steps, batch, L, 2G) contiguous, or NULL for none.
+ * samples: (steps, batch) int64. logits: (batch, C), the last step's, or NULL. CPU: float32 and
+ * float64; CUDA: float32 and float16 (float32 accumulation and sampling), workspace of
+ * pyr_wavenet_step_cuda_workspace_bytes() bytes. Returns PYR_ERROR_NULL_POINTER for a missing
+ * pointer, PYR_ERROR_INVALID_SIZE for a size below 1, one too large to index, a weight count or
+ * queue_rows that does not fit the sizes, PYR_ERROR_INVALID_ARGUMENT for a dilation below 1, a
+ * negative position, a temperature that is not finite and > 0 or a class index out of range,
+ * PYR_ERROR_UNSUPPORTED_DTYPE for another dtype.
  */
 typedef struct pyr_wavenet_step_params {
   int32_t dtype; /* pyr_dtype of the weights, queue, cond and logits */
