@@ -5,8 +5,10 @@ h_0 = embedding[x]; per layer: z = conv taps (newest from h, older from the laye
 out(relu(head(relu(skip)))) and an inverse-CDF draw. See pyreversible.reference.wavenet_step
 for the definition, the packed weight layout and the queue layout.
 
-Runs on the backend chosen by pyreversible.set_backend (see pyreversible._backend). Generation
-needs no gradients: these ops have no autograd formula.
+Runs on the backend chosen by pyreversible.set_backend (see pyreversible._backend): C++ on the
+CPU (float32, float64), a persistent CUDA C++ kernel on the GPU (float32, float16), Triton
+(every float dtype). `wavenet_generate` runs its N steps inside one kernel call on `cpp`, so a
+sample costs no Python. Generation needs no gradients: these ops have no autograd formula.
 """
 
 import math
@@ -14,13 +16,46 @@ import math
 import torch
 
 from pyreversible import _backend
-from pyreversible.reference import wavenet_step as reference
-from pyreversible.reference.wavenet_step import WEIGHTS_PER_LAYER, new_queue, pack_weights
+
+# by name: pyreversible.reference exports a function that hides the module wavenet_step
+from pyreversible.reference.wavenet_step import (
+    WEIGHTS_PER_LAYER,
+    new_queue,
+    pack_weights,
+    queue_layout,
+)
+from pyreversible.reference.wavenet_step import wavenet_generate as reference_wavenet_generate
+from pyreversible.reference.wavenet_step import wavenet_step as reference_wavenet_step
 
 __all__ = ["new_queue", "pack_weights", "wavenet_generate", "wavenet_step"]
 
 # The compiled backends this op has, per device type (the argument `backends` of resolve).
-_BACKENDS = {}
+_BACKENDS = {"cpu": ("cpp", "triton"), "cuda": ("cpp", "triton")}
+
+# Kernel namespace of each compiled backend: the same op names live in both.
+_NAMESPACE = {"cpp": "pyreversible", "triton": "pyreversible_triton"}
+
+# The dtypes of the CUDA C++ kernel; `auto` takes Triton for the others (float64, bfloat16).
+_CUDA_CPP_DTYPES = (torch.float32, torch.float16)
+
+
+def _resolve(op, embedding):
+    backends = _BACKENDS
+    if embedding.device.type == "cuda" and embedding.dtype not in _CUDA_CPP_DTYPES:
+        if _backend.get_backend() == "cpp":
+            raise NotImplementedError(
+                f"{op}: the CUDA C++ kernel takes float32 and float16 weights, got "
+                f"{embedding.dtype}; use backend 'triton' or 'reference'"
+            )
+        backends = {**_BACKENDS, "cuda": ("triton",)}
+    return _backend.resolve(op, embedding.device, embedding.dtype, backends=backends)
+
+
+def _kernels(backend):
+    if backend == "triton":
+        # importing the module registers the pyreversible_triton ops
+        import pyreversible.kernels.wavenet_step  # noqa: F401
+    return getattr(torch.ops, _NAMESPACE[backend])
 
 
 def check_args(op, x, uniform, queue, position, weights, dilations, temperature, cond, steps):
@@ -87,7 +122,7 @@ def check_args(op, x, uniform, queue, position, weights, dilations, temperature,
             f"{op}: uniform must be {lead} on {device}, got {tuple(uniform.shape)} on "
             f"{uniform.device}"
         )
-    rows = sum(length for _, length in reference.queue_layout(taps, dilations))
+    rows = sum(length for _, length in queue_layout(taps, dilations))
     if not isinstance(queue, torch.Tensor):
         raise TypeError(f"{op}: queue must be a tensor (B, Q, R), see new_queue")
     if tuple(queue.shape) != (batch, rows, residual):
@@ -152,14 +187,15 @@ def wavenet_step(x, uniform, queue, position, weights, dilations, temperature=1.
     """
     op = "wavenet_step"
     check_args(op, x, uniform, queue, position, weights, dilations, temperature, cond, None)
-    embedding = weights[0]
-    backend = _backend.resolve(op, embedding.device, embedding.dtype, backends=_BACKENDS)
+    backend = _resolve(op, weights[0])
     if backend == "reference":
         with torch.no_grad():
-            return reference.wavenet_step(
+            return reference_wavenet_step(
                 x, uniform, queue, position, weights, dilations, temperature, cond
             )
-    raise AssertionError(f"{op}: backend {backend!r} is listed in _BACKENDS but not dispatched")
+    return _kernels(backend).wavenet_step(
+        x, uniform, queue, position, list(weights), list(dilations), float(temperature), cond
+    )
 
 
 def wavenet_generate(x, uniform, queue, position, weights, dilations, temperature=1.0, cond=None):
@@ -174,11 +210,28 @@ def wavenet_generate(x, uniform, queue, position, weights, dilations, temperatur
     op = "wavenet_generate"
     steps = uniform.shape[0] if isinstance(uniform, torch.Tensor) and uniform.dim() == 2 else -1
     check_args(op, x, uniform, queue, position, weights, dilations, temperature, cond, steps)
-    embedding = weights[0]
-    backend = _backend.resolve(op, embedding.device, embedding.dtype, backends=_BACKENDS)
+    backend = _resolve(op, weights[0])
     if backend == "reference":
         with torch.no_grad():
-            return reference.wavenet_generate(
+            return reference_wavenet_generate(
                 x, uniform, queue, position, weights, dilations, temperature, cond
             )
-    raise AssertionError(f"{op}: backend {backend!r} is listed in _BACKENDS but not dispatched")
+    return _kernels(backend).wavenet_generate(
+        x, uniform, queue, position, list(weights), list(dilations), float(temperature), cond
+    )
+
+
+def _register_fakes():
+    # shapes of the compiled ops' outputs, for torch.compile and FakeTensor tracing; the queue,
+    # updated in place, is declared mutated by the schemas
+    @torch.library.register_fake("pyreversible::wavenet_step")
+    def _(x, uniform, queue, position, weights, dilations, temperature, cond):
+        return x.new_empty(x.shape[0]), weights[0].new_empty(x.shape[0], weights[0].shape[0])
+
+    @torch.library.register_fake("pyreversible::wavenet_generate")
+    def _(x, uniform, queue, position, weights, dilations, temperature, cond):
+        return x.new_empty(uniform.shape[0], x.shape[0])
+
+
+if _backend._C is not None:
+    _register_fakes()

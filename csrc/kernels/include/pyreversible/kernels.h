@@ -577,6 +577,72 @@ pyr_status pyr_wavenet_layer_bwd_cuda(const pyr_wavenet_layer_bwd_params* p);
 /* Bytes of workspace the CUDA backward needs for these params and the gradients asked for. */
 size_t pyr_wavenet_layer_bwd_cuda_workspace_bytes(const pyr_wavenet_layer_bwd_params* p);
 
+/*
+ * Fast WaveNet generation (Fast WaveNet queues): `steps` consecutive time steps of the whole
+ * network, each feeding its sample to the next; pyreversible/reference/wavenet_step.py is the
+ * definition. Step s generates time t = position + s for every batch row from x_s, the sample
+ * at t - 1 (x_0 = x, then the previous step's samples):
+ *   h_0 = embedding[x_s] (zeros at t = 0, where x is not read);
+ *   per layer l, dilation d_l, ring buffer of n_l = (K - 1) d_l queue rows from o_l = sum of
+ *   the earlier layers' n: tap k < K - 1 reads h_l(t - (K - 1 - k) d_l) from queue row
+ *   o_l + (t - (K - 1 - k) d_l) mod n_l, tap K - 1 is h_l itself, and after the reads row
+ *   o_l + t mod n_l takes h_l;
+ *     z = conv_bias_l + sum_k conv_l[k]^T tap_k (+ cond[s, b, l]),
+ *     a = tanh(z[:G]) * sigmoid(z[G:]),
+ *     skip += skip_l^T a + skip_bias_l,  h_{l+1} = h_l + residual_l^T a + residual_bias_l;
+ *   logits = out^T relu(head^T relu(skip) + head_bias) + out_bias,
+ *   samples[s, b] = #{c : cdf[c] < uniform[s, b]}, clamped to C - 1, with
+ *   cdf = cumsum(softmax(logits / temperature)) in float32 (float64 for float64 weights).
+ * weights: num_weights = 1 + 6 L + 4 pointers in the order of pack_weights, each array
+ * contiguous, every matrix (in, out): embedding (C, R); per layer conv (K, R, 2G), conv bias
+ * (2G,), residual (G, R), residual bias (R,), skip (G, S), skip bias (S,); head (S, S), head bias
+ * (S,), out (S, C), out bias (C,). queue: (batch, Q, R) contiguous, Q = queue_rows =
+ * (K - 1) sum_l d_l, updated in place (may be NULL when Q = 0). x: (batch,) class indices, each
+ * in [0, C) when position > 0 (CPU: checked, PYR_ERROR_INVALID_ARGUMENT otherwise, before anything
+ * is written; CUDA: x is in device memory, so the caller checks it, and the kernel reads no row
+ * outside the embedding, taking zeros for an index out of range). uniform: (steps, batch)
+ * contiguous float32 whatever the dtype. cond: (steps, batch, L, 2G) contiguous, or NULL for none.
+ * samples: (steps, batch) int64. logits: (batch, C), the last step's, or NULL. CPU: float32 and
+ * float64; CUDA: float32 and float16 (float32 accumulation and sampling), workspace of
+ * pyr_wavenet_step_cuda_workspace_bytes() bytes. Returns PYR_ERROR_NULL_POINTER for a missing
+ * pointer, PYR_ERROR_INVALID_SIZE for a size below 1, one too large to index, a weight count or
+ * queue_rows that does not fit the sizes, PYR_ERROR_INVALID_ARGUMENT for a dilation below 1, a
+ * negative position, a temperature that is not finite and > 0 or a class index out of range,
+ * PYR_ERROR_UNSUPPORTED_DTYPE for another dtype.
+ */
+typedef struct pyr_wavenet_step_params {
+  int32_t dtype; /* pyr_dtype of the weights, queue, cond and logits */
+  int64_t batch;
+  int64_t classes;           /* C */
+  int64_t residual_channels; /* R */
+  int64_t gate_channels;     /* G: the convolutions have 2G outputs */
+  int64_t skip_channels;     /* S */
+  int64_t kernel_size;       /* K, taps */
+  int64_t num_layers;        /* L */
+  const int64_t* dilations;  /* L entries, each >= 1 */
+  int64_t num_weights;       /* 1 + 6 L + 4 */
+  const void* const* weights;
+  int64_t queue_rows; /* Q */
+  void* queue;
+  int64_t position; /* t of the first step, >= 0 */
+  int64_t steps;    /* >= 1 */
+  double temperature;
+  const int64_t* x;
+  const float* uniform;
+  const void* cond;
+  int64_t* samples;
+  void* logits;
+  void* workspace; /* CUDA: pyr_wavenet_step_cuda_workspace_bytes() bytes */
+  size_t workspace_bytes;
+  int32_t num_threads; /* CPU: threads to use; 0 means the OpenMP runtime's default */
+  void* stream;        /* CUDA: a cudaStream_t, NULL for the default stream */
+} pyr_wavenet_step_params;
+
+pyr_status pyr_wavenet_step_cpu(const pyr_wavenet_step_params* p);
+pyr_status pyr_wavenet_step_cuda(const pyr_wavenet_step_params* p);
+/* Bytes of workspace the CUDA kernel needs for these params. */
+size_t pyr_wavenet_step_cuda_workspace_bytes(const pyr_wavenet_step_params* p);
+
 #ifdef __cplusplus
 }
 #endif
