@@ -30,4 +30,7 @@ PYR_CUDA_STUB(pyr_wavenet_layer_fwd_cuda, pyr_wavenet_layer_params)
 PYR_CUDA_STUB(pyr_wavenet_layer_bwd_cuda, pyr_wavenet_layer_bwd_params)
 PYR_CUDA_WORKSPACE_STUB(pyr_wavenet_layer_bwd_cuda_workspace_bytes, pyr_wavenet_layer_bwd_params)
 
+PYR_CUDA_STUB(pyr_wavenet_step_cuda, pyr_wavenet_step_params)
+PYR_CUDA_WORKSPACE_STUB(pyr_wavenet_step_cuda_workspace_bytes, pyr_wavenet_step_params)
+
 #endif
