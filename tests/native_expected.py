@@ -25,6 +25,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from pyreversible import reference  # noqa: E402
 from pyreversible.ops.additive_coupling import partition_layout  # noqa: E402
+from pyreversible.reference.wavenet_step import new_queue  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(HERE), "csrc", "tests", "data")
 PARTITION_FIELDS = ("kind", "parity", "dim_a", "dim_b", "offset_a", "offset_b", "row_pairs")
@@ -267,12 +268,88 @@ def wavenet_layer_cases(g):
     return cases
 
 
+def _generate(x, uniform, queue, position, weights, dilations, temperature, cond, dtype):
+    """The reference's steps in dtype on a copy of queue: samples, last logits, the queue after,
+    and the least distance of a uniform number to a step of its CDF."""
+    queue = queue.to(dtype, copy=True)  # the step updates it in place
+    weights = [w.to(dtype) for w in weights]
+    samples, logits, margin = [], None, 1.0
+    for step in range(uniform.shape[0]):
+        step_cond = None if cond is None else cond[step].to(dtype)
+        x, logits = reference.wavenet_step(
+            x, uniform[step], queue, position + step, weights, list(dilations), temperature,
+            step_cond,
+        )  # fmt: skip
+        samples.append(x)
+        cdf = torch.softmax(logits.double() / temperature, -1).cumsum(-1)
+        margin = min(margin, (cdf - uniform[step, :, None].double()).abs().min().item())
+    return torch.stack(samples), logits, queue, margin
+
+
+def wavenet_step_cases(g):
+    cases = []
+    for name, batch, classes, r, gate, s, k, dilations, position, steps, temperature, cond in [
+        ("k2_from_start", 2, 5, 3, 2, 4, 2, (1, 2), 0, 4, 3.0, False),
+        ("k3_cond_midway", 3, 4, 2, 3, 3, 3, (2, 1), 5, 3, 0.7, True),
+    ]:
+        layers = len(dilations)
+        embedding, head_w, head_b, out_w, out_b = _inputs(
+            g, (classes, r), (s, s), (s,), (classes, s), (classes,)
+        )
+        per_layer = [
+            _inputs(g, (2 * gate, r, k), (2 * gate,), (r, gate), (r,), (s, gate), (s,))
+            for _ in range(layers)
+        ]
+        weights = reference.pack_weights(
+            embedding, *[list(ts) for ts in zip(*per_layer, strict=True)],
+            head_w, head_b, out_w, out_b,
+        )  # fmt: skip
+        queue = new_queue(batch, r, k, dilations, dtype=torch.float64)
+        if position > 0:
+            (queue,) = _inputs(g, queue.shape)
+        x = torch.randint(0, classes, (batch,), generator=g)
+        uniform = torch.rand(steps, batch, generator=g, dtype=torch.float32)
+        cond_t = _inputs(g, (steps, batch, layers, 2 * gate))[0] if cond else None
+
+        args = (x, uniform, queue, position, weights, dilations, temperature, cond_t)
+        samples, logits, queue_out, margin = _generate(*args, torch.float64)
+        # the float32 kernel is held to the same samples: no uniform number may sit on a CDF
+        # step, where float32 rounding could change the class
+        assert margin > 1e-3 and torch.equal(_generate(*args, torch.float32)[0], samples), name
+
+        case = Case("wavenet_step", name)
+        for field, value in [("batch", batch), ("classes", classes), ("residual_channels", r)]:
+            case.int(field, value)
+        for field, value in [("gate_channels", gate), ("skip_channels", s), ("kernel_size", k)]:
+            case.int(field, value)
+        case.int("num_layers", layers)
+        for i, d in enumerate(dilations):
+            case.int(f"dilation{i}", d)
+        for field, value in [("position", position), ("steps", steps)]:
+            case.int(field, value)
+        # the temperature in thousandths: the file's ints are integers
+        case.int("temperature_milli", round(temperature * 1000))
+        for i, w in enumerate(weights):
+            case.tensor(f"weight{i}", w)
+        case.tensor("x", x)
+        case.tensor("uniform", uniform)
+        if cond:
+            case.tensor("cond", cond_t)
+        case.tensor("queue", queue)
+        case.tensor("samples", samples)
+        case.tensor("logits", logits)
+        case.tensor("queue_out", queue_out)
+        cases.append(case)
+    return cases
+
+
 # One entry per op: the file it writes and the function that makes its cases.
 OPS = {
     "additive_coupling": additive_coupling_cases,
     "causal_conv1d": causal_conv1d_cases,
     "masked_conv2d": masked_conv2d_cases,
     "wavenet_layer": wavenet_layer_cases,
+    "wavenet_step": wavenet_step_cases,
 }
 
 

@@ -301,10 +301,14 @@ pyr_status check_shape(const P* p) {
 pyr_status check_fwd(const pyr_causal_conv1d_params* p) {
   if (!p || !p->x || !p->weight || !p->y) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  const int64_t strides[] = {p->stride_x_b, p->stride_x_c, p->stride_x_t,
-                             p->stride_y_b, p->stride_y_c, p->stride_y_t};
-  for (int64_t stride : strides)
-    if (stride < 0) return PYR_ERROR_INVALID_STRIDE;
+  using pyr_cuda::strides_ok;
+  if (!strides_ok({{p->batch, p->stride_x_b},
+                   {p->in_channels, p->stride_x_c},
+                   {p->length, p->stride_x_t}}) ||
+      !strides_ok(
+          {{p->batch, p->stride_y_b}, {p->out_channels, p->stride_y_c}, {p->length, p->stride_y_t}},
+          true))
+    return PYR_ERROR_INVALID_STRIDE;
   if (p->y == p->x) return PYR_ERROR_INVALID_ARGUMENT;
   return PYR_SUCCESS;
 }
@@ -312,11 +316,18 @@ pyr_status check_fwd(const pyr_causal_conv1d_params* p) {
 pyr_status check_bwd(const pyr_causal_conv1d_bwd_params* p) {
   if (!p || !p->weight || !p->dy || (p->dweight && !p->x)) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  const int64_t strides[] = {p->stride_x_b,  p->stride_x_c,  p->stride_x_t,
-                             p->stride_dy_b, p->stride_dy_c, p->stride_dy_t,
-                             p->stride_dx_b, p->stride_dx_c, p->stride_dx_t};
-  for (int64_t stride : strides)
-    if (stride < 0) return PYR_ERROR_INVALID_STRIDE;
+  using pyr_cuda::strides_ok;
+  if ((p->x && !strides_ok({{p->batch, p->stride_x_b},
+                            {p->in_channels, p->stride_x_c},
+                            {p->length, p->stride_x_t}})) ||
+      !strides_ok({{p->batch, p->stride_dy_b},
+                   {p->out_channels, p->stride_dy_c},
+                   {p->length, p->stride_dy_t}}) ||
+      (p->dx && !strides_ok({{p->batch, p->stride_dx_b},
+                             {p->in_channels, p->stride_dx_c},
+                             {p->length, p->stride_dx_t}},
+                            true)))
+    return PYR_ERROR_INVALID_STRIDE;
   const size_t need = bwd_workspace(p);
   if (need > 0) {
     if (!p->workspace) return PYR_ERROR_NULL_POINTER;

@@ -16,6 +16,7 @@
 
 #include <type_traits>
 
+#include "../layout.h"
 #include "coupling_common.cuh"
 #include "pyreversible/kernels.h"
 
@@ -484,7 +485,9 @@ pyr_status dispatch_dtype(const Params* p) {
 
 // Sizes past this are rejected: with every size and product of sizes below 2^50 elements, the
 // 64-bit index arithmetic of the kernels cannot overflow.
-constexpr int64_t kMaxElements = int64_t{1} << 50;
+using pyr_layout::kMaxElements;
+// the layout rules of the CPU kernels (negative strides, reach, outputs' zero strides)
+using pyr_layout::strides_ok;
 
 inline bool product_fits(int64_t a, int64_t b) {
   int64_t n;

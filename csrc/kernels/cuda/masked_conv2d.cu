@@ -404,9 +404,15 @@ pyr_status check_shape(const Params* p) {
       !product_fits(p->in_channels + 1, kk) || (p->in_channels + 1) * kk > INT32_MAX ||
       !product_fits(p->out_channels, kk) || p->out_channels * kk > INT32_MAX)
     return PYR_ERROR_INVALID_SIZE;
-  if (p->stride_x_b < 0 || p->stride_x_c < 0 || p->stride_x_h < 0 || p->stride_x_w < 0 ||
-      p->stride_weight_o < 0 || p->stride_weight_i < 0 || p->stride_weight_h < 0 ||
-      p->stride_weight_w < 0)
+  using pyr_cuda::strides_ok;
+  if (!strides_ok({{p->batch, p->stride_x_b},
+                   {p->in_channels, p->stride_x_c},
+                   {p->height, p->stride_x_h},
+                   {p->width, p->stride_x_w}}) ||
+      !strides_ok({{p->out_channels, p->stride_weight_o},
+                   {p->in_channels, p->stride_weight_i},
+                   {k, p->stride_weight_h},
+                   {k, p->stride_weight_w}}))
     return PYR_ERROR_INVALID_STRIDE;
   return PYR_SUCCESS;
 }
@@ -414,7 +420,11 @@ pyr_status check_shape(const Params* p) {
 pyr_status check_fwd(const pyr_masked_conv2d_params* p) {
   if (!p || !p->x || !p->weight || !p->y) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  if (p->stride_y_b < 0 || p->stride_y_c < 0 || p->stride_y_h < 0 || p->stride_y_w < 0)
+  if (!pyr_cuda::strides_ok({{p->batch, p->stride_y_b},
+                             {p->out_channels, p->stride_y_c},
+                             {p->height, p->stride_y_h},
+                             {p->width, p->stride_y_w}},
+                            true))
     return PYR_ERROR_INVALID_STRIDE;
   if (p->y == p->x) return PYR_ERROR_INVALID_ARGUMENT;
   return PYR_SUCCESS;
@@ -423,8 +433,16 @@ pyr_status check_fwd(const pyr_masked_conv2d_params* p) {
 pyr_status check_bwd(const pyr_masked_conv2d_bwd_params* p) {
   if (!p || !p->x || !p->weight || !p->dy) return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
-  if (p->stride_dy_b < 0 || p->stride_dy_c < 0 || p->stride_dy_h < 0 || p->stride_dy_w < 0 ||
-      p->stride_dx_b < 0 || p->stride_dx_c < 0 || p->stride_dx_h < 0 || p->stride_dx_w < 0)
+  using pyr_cuda::strides_ok;
+  if (!strides_ok({{p->batch, p->stride_dy_b},
+                   {p->out_channels, p->stride_dy_c},
+                   {p->height, p->stride_dy_h},
+                   {p->width, p->stride_dy_w}}) ||
+      (p->dx && !strides_ok({{p->batch, p->stride_dx_b},
+                             {p->in_channels, p->stride_dx_c},
+                             {p->height, p->stride_dx_h},
+                             {p->width, p->stride_dx_w}},
+                            true)))
     return PYR_ERROR_INVALID_STRIDE;
   const size_t need = bwd_workspace(p);
   if (need > 0) {

@@ -826,10 +826,19 @@ pyr_status check_shape(const P* p) {
   return PYR_SUCCESS;
 }
 
-bool any_negative(const int64_t* strides, int count) {
-  for (int i = 0; i < count; ++i)
-    if (strides[i] < 0) return true;
-  return false;
+// The layouts of the inputs both passes may read: x and the conditioning, those given (the
+// rules of cpu/wavenet_layer.cpp).
+template <typename P>
+bool inputs_strides_ok(const P* p) {
+  using pyr_cuda::strides_ok;
+  return (!p->x || strides_ok({{p->batch, p->stride_x_b},
+                               {p->residual_channels, p->stride_x_c},
+                               {p->length, p->stride_x_t}})) &&
+         (!p->local_cond || strides_ok({{p->batch, p->stride_local_b},
+                                        {p->local_channels, p->stride_local_c},
+                                        {p->length, p->stride_local_t}})) &&
+         (!p->global_cond ||
+          strides_ok({{p->batch, p->stride_global_b}, {p->global_channels, p->stride_global_c}}));
 }
 
 // The conditioning pointers are all given with channels > 0, or all NULL with channels 0.
@@ -848,12 +857,16 @@ pyr_status check_fwd(const pyr_wavenet_layer_params* p) {
     return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
   if (!conditioning_consistent(p)) return PYR_ERROR_NULL_POINTER;
-  const int64_t strides[] = {p->stride_x_b,      p->stride_x_c,      p->stride_x_t,
-                             p->stride_local_b,  p->stride_local_c,  p->stride_local_t,
-                             p->stride_global_b, p->stride_global_c, p->stride_x_next_b,
-                             p->stride_x_next_c, p->stride_x_next_t, p->stride_skip_b,
-                             p->stride_skip_c,   p->stride_skip_t};
-  if (any_negative(strides, sizeof(strides) / sizeof(strides[0]))) return PYR_ERROR_INVALID_STRIDE;
+  if (!inputs_strides_ok(p) ||
+      !pyr_cuda::strides_ok({{p->batch, p->stride_x_next_b},
+                             {p->residual_channels, p->stride_x_next_c},
+                             {p->length, p->stride_x_next_t}},
+                            true) ||
+      !pyr_cuda::strides_ok({{p->batch, p->stride_skip_b},
+                             {p->skip_channels, p->stride_skip_c},
+                             {p->length, p->stride_skip_t}},
+                            true))
+    return PYR_ERROR_INVALID_STRIDE;
   if (p->x_next == p->x || p->skip == p->x || p->skip == p->x_next)
     return PYR_ERROR_INVALID_ARGUMENT;
   return PYR_SUCCESS;
@@ -865,13 +878,23 @@ pyr_status check_bwd(const pyr_wavenet_layer_bwd_params* p) {
     return PYR_ERROR_NULL_POINTER;
   if (pyr_status s = check_shape(p)) return s;
   if (!conditioning_consistent(p)) return PYR_ERROR_NULL_POINTER;
-  const int64_t strides[] = {
-      p->stride_x_b,       p->stride_x_c,       p->stride_x_t,       p->stride_local_b,
-      p->stride_local_c,   p->stride_local_t,   p->stride_global_b,  p->stride_global_c,
-      p->stride_dx_next_b, p->stride_dx_next_c, p->stride_dx_next_t, p->stride_dskip_b,
-      p->stride_dskip_c,   p->stride_dskip_t,   p->stride_dx_b,      p->stride_dx_c,
-      p->stride_dx_t,      p->stride_dlocal_b,  p->stride_dlocal_c,  p->stride_dlocal_t};
-  if (any_negative(strides, sizeof(strides) / sizeof(strides[0]))) return PYR_ERROR_INVALID_STRIDE;
+  using pyr_cuda::strides_ok;
+  if (!inputs_strides_ok(p) ||
+      !strides_ok({{p->batch, p->stride_dx_next_b},
+                   {p->residual_channels, p->stride_dx_next_c},
+                   {p->length, p->stride_dx_next_t}}) ||
+      !strides_ok({{p->batch, p->stride_dskip_b},
+                   {p->skip_channels, p->stride_dskip_c},
+                   {p->length, p->stride_dskip_t}}) ||
+      (p->dx && !strides_ok({{p->batch, p->stride_dx_b},
+                             {p->residual_channels, p->stride_dx_c},
+                             {p->length, p->stride_dx_t}},
+                            true)) ||
+      (p->dlocal_cond && !strides_ok({{p->batch, p->stride_dlocal_b},
+                                      {p->local_channels, p->stride_dlocal_c},
+                                      {p->length, p->stride_dlocal_t}},
+                                     true)))
+    return PYR_ERROR_INVALID_STRIDE;
   const int64_t need = workspace_of(p).total();
   if (need > 0) {
     if (!p->workspace) return PYR_ERROR_NULL_POINTER;

@@ -469,10 +469,14 @@ extern "C" pyr_status pyr_wavenet_step_cuda(const pyr_wavenet_step_params* p) {
   // x lies in device memory: the kernel checks each index as it reads it (see a.error)
   const pyr_status status = pyr_cpu::check_wavenet_step(p, false);
   if (status != PYR_SUCCESS) return status;
+  // before the plan, which asks the device: a bad workspace is refused on any machine
+  if (!p->workspace) return PYR_ERROR_NULL_POINTER;
+  if (reinterpret_cast<uintptr_t>(p->workspace) % sizeof(int64_t))
+    return PYR_ERROR_INVALID_ARGUMENT;
   Plan plan;
   const pyr_status planned = make_plan(p, &plan);
   if (planned != PYR_SUCCESS) return planned;
-  if (!p->workspace || p->workspace_bytes < plan.total) return PYR_ERROR_INVALID_SIZE;
+  if (p->workspace_bytes < plan.total) return PYR_ERROR_INVALID_SIZE;
   try {
     return p->dtype == PYR_FLOAT32 ? launch<float>(p, plan) : launch<__half>(p, plan);
   } catch (...) {

@@ -11,6 +11,7 @@
 // element.
 #include <pyreversible/kernels.h>
 
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <functional>
@@ -28,7 +29,8 @@ struct Bad {
   const char* what;
   pyr_status expected;
   std::function<void(P&)> spoil;
-  bool cpu_only = false;  // a fault only for the CPU (float16 is a CUDA dtype)
+  bool cpu_only = false;   // a fault only for the CPU (float16 is a CUDA dtype)
+  bool cuda_only = false;  // a fault only for CUDA (the CPU kernels take no workspace)
 };
 
 void expect(const char* entry, const char* what, pyr_status got, pyr_status want) {
@@ -48,11 +50,17 @@ void run(const char* entry, pyr_status (*fn)(const P*), const P& valid,
   if (!cuda) expect(entry, "valid arguments", fn(&valid), PYR_SUCCESS);
   expect(entry, "params NULL", fn(nullptr), stub ? PYR_ERROR_NOT_BUILT : PYR_ERROR_NULL_POINTER);
   for (const Bad<P>& bad : bads) {
-    if (cuda && bad.cpu_only) continue;
+    if (cuda ? bad.cpu_only : bad.cuda_only) continue;
     P p = valid;
     bad.spoil(p);
     expect(entry, bad.what, fn(&p), stub ? PYR_ERROR_NOT_BUILT : bad.expected);
   }
+}
+
+// A workspace query refuses NULL params with 0 (and so does its stub).
+template <typename P>
+void expect_no_workspace(const char* entry, size_t (*query)(const P*)) {
+  expect(entry, "params NULL", query(nullptr) == 0 ? PYR_SUCCESS : PYR_ERROR_CUDA, PYR_SUCCESS);
 }
 
 // The faults every kernel's dtype field can have.
@@ -277,6 +285,7 @@ void test_causal_conv1d(Arena& arena) {
       {"stride_y_t 0 (output)", PYR_ERROR_INVALID_STRIDE, [](P& p) { p.stride_y_t = 0; }});
   bads.push_back({"stride_y_c -6", PYR_ERROR_INVALID_STRIDE, [](P& p) { p.stride_y_c = -6; }});
   run("pyr_causal_conv1d_fwd_cpu", pyr_causal_conv1d_fwd_cpu, p, bads, false);
+  run("pyr_causal_conv1d_fwd_cuda", pyr_causal_conv1d_fwd_cuda, p, bads, true);
 
   pyr_causal_conv1d_bwd_params q{};
   q.dtype = PYR_FLOAT64;
@@ -300,6 +309,9 @@ void test_causal_conv1d(Arena& arena) {
   qbads.push_back(
       {"stride_dx_b 2^62", PYR_ERROR_INVALID_STRIDE, [](Q& q) { q.stride_dx_b = kHuge; }});
   run("pyr_causal_conv1d_bwd_cpu", pyr_causal_conv1d_bwd_cpu, q, qbads, false);
+  run("pyr_causal_conv1d_bwd_cuda", pyr_causal_conv1d_bwd_cuda, q, qbads, true);
+  expect_no_workspace("pyr_causal_conv1d_bwd_cuda_workspace_bytes",
+                      pyr_causal_conv1d_bwd_cuda_workspace_bytes);
 }
 
 template <typename P>
@@ -337,7 +349,9 @@ void test_masked_conv2d(Arena& arena) {
   bads.push_back({"y NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.y = nullptr; }});
   bads.push_back(
       {"stride_y_h 0 (output)", PYR_ERROR_INVALID_STRIDE, [](P& p) { p.stride_y_h = 0; }});
+  bads.push_back({"stride_y_b 2^62", PYR_ERROR_INVALID_STRIDE, [](P& p) { p.stride_y_b = kHuge; }});
   run("pyr_masked_conv2d_fwd_cpu", pyr_masked_conv2d_fwd_cpu, p, bads, false);
+  run("pyr_masked_conv2d_fwd_cuda", pyr_masked_conv2d_fwd_cuda, p, bads, true);
 
   pyr_masked_conv2d_bwd_params q{};
   q.dtype = PYR_FLOAT64;
@@ -361,7 +375,11 @@ void test_masked_conv2d(Arena& arena) {
   qbads.push_back({"stride_dy_c -1", PYR_ERROR_INVALID_STRIDE, [](Q& q) { q.stride_dy_c = -1; }});
   qbads.push_back(
       {"stride_dx_w 0 (output)", PYR_ERROR_INVALID_STRIDE, [](Q& q) { q.stride_dx_w = 0; }});
+  qbads.push_back({"stride_dx_h -1", PYR_ERROR_INVALID_STRIDE, [](Q& q) { q.stride_dx_h = -1; }});
   run("pyr_masked_conv2d_bwd_cpu", pyr_masked_conv2d_bwd_cpu, q, qbads, false);
+  run("pyr_masked_conv2d_bwd_cuda", pyr_masked_conv2d_bwd_cuda, q, qbads, true);
+  expect_no_workspace("pyr_masked_conv2d_bwd_cuda_workspace_bytes",
+                      pyr_masked_conv2d_bwd_cuda_workspace_bytes);
 }
 
 // Faults of the fields the WaveNet layer's forward and backward share.
@@ -428,7 +446,10 @@ void test_wavenet_layer(Arena& arena) {
                   [](P& p) { p.stride_x_next_t = 0; }});
   bads.push_back(
       {"stride_skip_c -1", PYR_ERROR_INVALID_STRIDE, [](P& p) { p.stride_skip_c = -1; }});
+  bads.push_back({"stride_skip_t 2^62 (output)", PYR_ERROR_INVALID_STRIDE,
+                  [](P& p) { p.stride_skip_t = kHuge; }});
   run("pyr_wavenet_layer_fwd_cpu", pyr_wavenet_layer_fwd_cpu, p, bads, false);
+  run("pyr_wavenet_layer_fwd_cuda", pyr_wavenet_layer_fwd_cuda, p, bads, true);
 
   pyr_wavenet_layer_bwd_params q{};
   q.dtype = PYR_FLOAT64;
@@ -472,7 +493,132 @@ void test_wavenet_layer(Arena& arena) {
       {"stride_dx_t 0 (output)", PYR_ERROR_INVALID_STRIDE, [](Q& q) { q.stride_dx_t = 0; }});
   qbads.push_back({"stride_dlocal_c 0 (output)", PYR_ERROR_INVALID_STRIDE,
                    [](Q& q) { q.stride_dlocal_c = 0; }});
+  qbads.push_back({"stride_dx_next_c 2^62", PYR_ERROR_INVALID_STRIDE,
+                   [](Q& q) { q.stride_dx_next_c = kHuge; }});
   run("pyr_wavenet_layer_bwd_cpu", pyr_wavenet_layer_bwd_cpu, q, qbads, false);
+  run("pyr_wavenet_layer_bwd_cuda", pyr_wavenet_layer_bwd_cuda, q, qbads, true);
+  expect_no_workspace("pyr_wavenet_layer_bwd_cuda_workspace_bytes",
+                      pyr_wavenet_layer_bwd_cuda_workspace_bytes);
+}
+
+// The whole network for some steps: no strides (every array contiguous by the ABI), so the
+// faults are sizes, pointers, the queue's row count and the sampling arguments. The valid params
+// are float32, which both the CPU and the CUDA kernel take.
+void test_wavenet_step(Arena& arena) {
+  const int64_t batch = 2, c = 5, r = 3, g = 2, s = 4, k = 3, layers = 2, steps = 3;
+  static const int64_t dilations[] = {1, 2};
+  static int64_t x[] = {4, 0};
+  const int64_t rows = (k - 1) * (dilations[0] + dilations[1]);
+  const int64_t num_weights = 1 + 6 * layers + 4;
+  // the weights' shapes, in the order of pack_weights
+  std::vector<int64_t> sizes = {c * r};
+  for (int64_t l = 0; l < layers; ++l)
+    sizes.insert(sizes.end(), {k * r * 2 * g, 2 * g, g * r, r, g * s, s});
+  sizes.insert(sizes.end(), {s * s, s, s * c, c});
+  static std::vector<const void*> weights;
+  for (int64_t n : sizes) weights.push_back(arena.get(n));
+  pyr_wavenet_step_params p{};
+  p.dtype = PYR_FLOAT32;
+  p.batch = batch, p.classes = c, p.residual_channels = r, p.gate_channels = g;
+  p.skip_channels = s, p.kernel_size = k, p.num_layers = layers, p.dilations = dilations;
+  p.num_weights = num_weights, p.weights = weights.data();
+  p.queue_rows = rows, p.queue = arena.get(batch * rows * r);
+  p.position = 3, p.steps = steps, p.temperature = 0.8;
+  p.x = x;
+  p.uniform = reinterpret_cast<const float*>(arena.get(steps * batch));  // zeros: class 0
+  p.cond = arena.get(steps * batch * layers * 2 * g);
+  p.samples = reinterpret_cast<int64_t*>(arena.get(steps * batch));
+  p.logits = arena.get(batch * c);
+  // the CUDA kernel's workspace: never reached by the faults but its own
+  p.workspace = arena.get(1024), p.workspace_bytes = 1024 * sizeof(double);
+  using P = pyr_wavenet_step_params;
+  std::vector<Bad<P>> bads;
+  add_dtype_faults(bads);
+  bads.push_back({"dtype float64 on CUDA", PYR_ERROR_UNSUPPORTED_DTYPE,
+                  [](P& p) { p.dtype = PYR_FLOAT64; }, false, true});
+  bads.push_back({"batch 0", PYR_ERROR_INVALID_SIZE, [](P& p) { p.batch = 0; }});
+  bads.push_back({"classes -1", PYR_ERROR_INVALID_SIZE, [](P& p) { p.classes = -1; }});
+  bads.push_back(
+      {"residual_channels 0", PYR_ERROR_INVALID_SIZE, [](P& p) { p.residual_channels = 0; }});
+  bads.push_back({"gate_channels 0", PYR_ERROR_INVALID_SIZE, [](P& p) { p.gate_channels = 0; }});
+  bads.push_back({"skip_channels -2", PYR_ERROR_INVALID_SIZE, [](P& p) { p.skip_channels = -2; }});
+  bads.push_back({"kernel_size 0", PYR_ERROR_INVALID_SIZE, [](P& p) { p.kernel_size = 0; }});
+  bads.push_back({"num_layers 0", PYR_ERROR_INVALID_SIZE, [](P& p) { p.num_layers = 0; }});
+  bads.push_back({"steps 0", PYR_ERROR_INVALID_SIZE, [](P& p) { p.steps = 0; }});
+  bads.push_back(
+      {"classes 2^60", PYR_ERROR_INVALID_SIZE, [](P& p) { p.classes = int64_t(1) << 60; }});
+  bads.push_back({"classes * classes past 2^50", PYR_ERROR_INVALID_SIZE,
+                  [](P& p) { p.classes = int64_t(1) << 26; }});
+  bads.push_back(
+      {"num_weights one short", PYR_ERROR_INVALID_SIZE, [](P& p) { p.num_weights -= 1; }});
+  bads.push_back(
+      {"num_weights for three layers", PYR_ERROR_INVALID_SIZE, [](P& p) { p.num_layers = 3; }});
+  bads.push_back({"queue_rows one more than the layers'", PYR_ERROR_INVALID_SIZE,
+                  [](P& p) { p.queue_rows += 1; }});
+  bads.push_back({"queue_rows 0", PYR_ERROR_INVALID_SIZE, [](P& p) { p.queue_rows = 0; }});
+  bads.push_back({"(K - 1) d past 2^50", PYR_ERROR_INVALID_SIZE, [](P& p) {
+                    static const int64_t huge[] = {1, int64_t(1) << 50};
+                    p.dilations = huge;
+                  }});
+  bads.push_back({"dilations[1] 0", PYR_ERROR_INVALID_ARGUMENT, [](P& p) {
+                    static const int64_t zero[] = {1, 0};
+                    p.dilations = zero;
+                  }});
+  bads.push_back({"dilations NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.dilations = nullptr; }});
+  bads.push_back({"weights NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.weights = nullptr; }});
+  bads.push_back({"weights[5] NULL", PYR_ERROR_NULL_POINTER, [](P& p) {
+                    static std::vector<const void*> holed;
+                    holed.assign(p.weights, p.weights + p.num_weights);
+                    holed[5] = nullptr;
+                    p.weights = holed.data();
+                  }});
+  bads.push_back({"queue NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.queue = nullptr; }});
+  bads.push_back({"x NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.x = nullptr; }});
+  bads.push_back({"uniform NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.uniform = nullptr; }});
+  bads.push_back({"samples NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.samples = nullptr; }});
+  bads.push_back({"position -1", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.position = -1; }});
+  bads.push_back(
+      {"position 2^50", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.position = int64_t(1) << 50; }});
+  bads.push_back({"temperature 0", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.temperature = 0; }});
+  bads.push_back({"temperature -1", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.temperature = -1; }});
+  bads.push_back(
+      {"temperature NaN", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.temperature = std::nan(""); }});
+  bads.push_back(
+      {"temperature inf", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.temperature = HUGE_VAL; }});
+  // x is host memory only for the CPU kernel (CUDA checks it on the device as it reads it)
+  bads.push_back({"x[1] = classes", PYR_ERROR_INVALID_ARGUMENT,
+                  [](P& p) {
+                    static const int64_t out[] = {0, 5};
+                    p.x = out;
+                  },
+                  true});
+  bads.push_back({"x[0] -1", PYR_ERROR_INVALID_ARGUMENT,
+                  [](P& p) {
+                    static const int64_t out[] = {-1, 0};
+                    p.x = out;
+                  },
+                  true});
+  bads.push_back(
+      {"workspace NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.workspace = nullptr; }, false, true});
+  bads.push_back({"workspace misaligned", PYR_ERROR_INVALID_ARGUMENT,
+                  [](P& p) { p.workspace = static_cast<char*>(p.workspace) + 4; }, false, true});
+  run("pyr_wavenet_step_cpu", pyr_wavenet_step_cpu, p, bads, false);
+  run("pyr_wavenet_step_cuda", pyr_wavenet_step_cuda, p, bads, true);
+  expect_no_workspace("pyr_wavenet_step_cuda_workspace_bytes",
+                      pyr_wavenet_step_cuda_workspace_bytes);
+
+  // at position 0 x is not read (the input is zeros): an index out of range is no fault there
+  P first = p;
+  static const int64_t unread[] = {-7, 99};
+  first.x = unread, first.position = 0;
+  expect("pyr_wavenet_step_cpu", "x out of range at position 0", pyr_wavenet_step_cpu(&first),
+         PYR_SUCCESS);
+  // and without cond, logits or, when no layer has a past (K = 1), a queue
+  P bare = p;
+  bare.cond = nullptr, bare.logits = nullptr;
+  bare.kernel_size = 1, bare.queue_rows = 0, bare.queue = nullptr;
+  expect("pyr_wavenet_step_cpu", "no cond, logits or queue (K = 1)", pyr_wavenet_step_cpu(&bare),
+         PYR_SUCCESS);
 }
 
 }  // namespace
@@ -492,6 +638,7 @@ int main() {
   test_causal_conv1d(arena);
   test_masked_conv2d(arena);
   test_wavenet_layer(arena);
+  test_wavenet_step(arena);
 
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;

@@ -593,6 +593,77 @@ static void run_wavenet_layer_bwd(const test_case* c, const run_config* rc) {
   release(in, 6), release(&dskip, 1), release(out, n), release(k, 4);
 }
 
+/* queue, weights, cond and logits are contiguous by the ABI (no strides): spread 1 always, the
+   configs' threads still vary; the queue is updated in place and must end as queue_out */
+static void run_wavenet_step(const test_case* c, const run_config* rc) {
+  enum { MAX_WEIGHTS = 1 + 6 * 4 + 4 };
+  const int dt = rc->dtype;
+  pyr_wavenet_step_params p;
+  memset(&p, 0, sizeof(p));
+  p.dtype = dt;
+  p.batch = get_int(c, "batch");
+  p.classes = get_int(c, "classes");
+  p.residual_channels = get_int(c, "residual_channels");
+  p.gate_channels = get_int(c, "gate_channels");
+  p.skip_channels = get_int(c, "skip_channels");
+  p.kernel_size = get_int(c, "kernel_size");
+  p.num_layers = get_int(c, "num_layers");
+  p.position = get_int(c, "position");
+  p.steps = get_int(c, "steps");
+  p.temperature = (double)get_int(c, "temperature_milli") / 1000;
+  p.num_weights = 1 + 6 * p.num_layers + 4;
+  if (p.num_weights > MAX_WEIGHTS) {
+    fprintf(stderr, "%s %s: more layers than the runner holds\n", c->entry, c->name);
+    exit(2);
+  }
+  int64_t dilations[4];
+  for (int64_t l = 0; l < p.num_layers; ++l) {
+    char name[32];
+    snprintf(name, sizeof(name), "dilation%lld", (long long)l);
+    dilations[l] = get_int(c, name);
+    p.queue_rows += (p.kernel_size - 1) * dilations[l];
+  }
+  p.dilations = dilations;
+  tensor w[MAX_WEIGHTS];
+  const void* weights[MAX_WEIGHTS];
+  for (int64_t i = 0; i < p.num_weights; ++i) {
+    char name[32];
+    snprintf(name, sizeof(name), "weight%lld", (long long)i);
+    w[i] = make(c, name, dt, 1, 0);
+    weights[i] = w[i].data;
+  }
+  p.weights = weights;
+  const item* x_item = find(c, "x");
+  const item* u_item = find(c, "uniform");
+  const item* s_item = find(c, "samples");
+  int64_t* x = (int64_t*)xmalloc((size_t)p.batch * sizeof(int64_t));
+  float* uniform = (float*)xmalloc((size_t)(p.steps * p.batch) * sizeof(float));
+  int64_t* samples = (int64_t*)xmalloc((size_t)(p.steps * p.batch) * sizeof(int64_t));
+  for (int64_t b = 0; b < p.batch; ++b) x[b] = (int64_t)x_item->data[b];
+  for (int64_t i = 0; i < p.steps * p.batch; ++i)
+    uniform[i] = (float)u_item->data[i], samples[i] = -1;
+  tensor t[3] = {make(c, "queue", dt, 1, 0), make(c, "logits", dt, 1, 1),
+                 make_optional(c, "cond", dt)};
+  p.x = x, p.uniform = uniform, p.samples = samples;
+  p.queue = t[0].data, p.logits = t[1].data, p.cond = t[2].data;
+  p.num_threads = rc->threads;
+  expect_success(c, pyr_wavenet_step_cpu(&p));
+  int64_t bad = 0;
+  for (int64_t i = 0; i < p.steps * p.batch; ++i) bad += samples[i] != (int64_t)s_item->data[i];
+  ++checks;
+  if (bad) {
+    ++failures;
+    fprintf(stderr, "FAIL %s %s (%s, %d threads): samples: %lld of %lld differ\n", c->entry,
+            c->name, dt == PYR_FLOAT64 ? "float64" : "float32", rc->threads, (long long)bad,
+            (long long)(p.steps * p.batch));
+  }
+  check(c, rc, &t[1]);
+  t[0].ref = find(c, "queue_out");
+  check(c, rc, &t[0]);
+  free(x), free(uniform), free(samples);
+  release(t, 3), release(w, (int)p.num_weights);
+}
+
 /* Every entry point the data files name, and the function that runs one of its cases. A new
    kernel adds its cases to tests/native_expected.py and one line here. */
 static const struct {
@@ -608,10 +679,13 @@ static const struct {
     {"masked_conv2d_bwd", run_masked_conv2d_bwd},
     {"wavenet_layer_fwd", run_wavenet_layer_fwd},
     {"wavenet_layer_bwd", run_wavenet_layer_bwd},
+    {"wavenet_step", run_wavenet_step},
 };
 #define NUM_RUNNERS (sizeof(RUNNERS) / sizeof(RUNNERS[0]))
 
-static const char* OPS[] = {"additive_coupling", "causal_conv1d", "masked_conv2d", "wavenet_layer"};
+/* The data files, one per op: a new op appends its name here. */
+static const char* OPS[] = {"additive_coupling", "causal_conv1d", "masked_conv2d", "wavenet_layer",
+                            "wavenet_step"};
 
 int main(int argc, char** argv) {
   if (argc != 2) {

@@ -604,10 +604,11 @@ size_t pyr_wavenet_layer_bwd_cuda_workspace_bytes(const pyr_wavenet_layer_bwd_pa
  * contiguous float32 whatever the dtype. cond: (steps, batch, L, 2G) contiguous, or NULL for none.
  * samples: (steps, batch) int64. logits: (batch, C), the last step's, or NULL. CPU: float32 and
  * float64; CUDA: float32 and float16 (float32 accumulation and sampling), workspace of
- * pyr_wavenet_step_cuda_workspace_bytes() bytes. Returns PYR_ERROR_NULL_POINTER for a missing
- * pointer, PYR_ERROR_INVALID_SIZE for a size below 1, one too large to index, a weight count or
- * queue_rows that does not fit the sizes, PYR_ERROR_INVALID_ARGUMENT for a dilation below 1, a
- * negative position, a temperature that is not finite and > 0 or a class index out of range,
+ * pyr_wavenet_step_cuda_workspace_bytes() bytes, aligned to 8. Returns PYR_ERROR_NULL_POINTER
+ * for a missing pointer, PYR_ERROR_INVALID_SIZE for a size below 1, one too large to index, a
+ * weight count or queue_rows that does not fit the sizes, or a workspace too small,
+ * PYR_ERROR_INVALID_ARGUMENT for a dilation below 1, a negative position, a temperature that is
+ * not finite and > 0, a class index out of range or a misaligned workspace,
  * PYR_ERROR_UNSUPPORTED_DTYPE for another dtype.
  */
 typedef struct pyr_wavenet_step_params {
