@@ -9,13 +9,17 @@ Runs on the backend chosen by pyreversible.set_backend (see pyreversible._backen
 needs no gradients: these ops have no autograd formula.
 """
 
+import importlib
 import math
 
 import torch
 
 from pyreversible import _backend
-from pyreversible.reference import wavenet_step as reference
 from pyreversible.reference.wavenet_step import WEIGHTS_PER_LAYER, new_queue, pack_weights
+
+# the module, by its full name: the package pyreversible.reference exports the function
+# wavenet_step under the same name, which `from pyreversible.reference import` would get
+reference = importlib.import_module("pyreversible.reference.wavenet_step")
 
 __all__ = ["new_queue", "pack_weights", "wavenet_generate", "wavenet_step"]
 
