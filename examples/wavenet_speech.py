@@ -1,10 +1,12 @@
 """Train a small WaveNet on a speech recording, score held-out audio, and generate speech-like
 audio with the fast (cached) generator.
 
-Data. Any WAV file (by default Debian's alsa-utils recording /usr/share/sounds/alsa/
-Front_Center.wav, a voice saying "front centre"), mixed to mono, resampled to --rate (16 kHz
-by default, scipy.signal.resample_poly), scaled to a peak of 0.9 and mu-law encoded into 256
-classes (pyreversible.audio). The last --held-out fraction of the samples is held out.
+Data. WAV files given by path; by default the spoken channel names that Debian's alsa-utils
+installs under /usr/share/sounds/alsa ("front centre", "front left", ..., one voice, 1.3 to
+1.5 s each; Noise.wav left out). Each is mixed to mono, resampled to --rate (16 kHz by
+default, scipy.signal.resample_poly), scaled to a peak of 0.9 and mu-law encoded into 256
+classes (pyreversible.audio). The last file is held out (with a single file, its last
+--held-out fraction), so the held-out score is on a word the model never heard.
 
 Model. pyreversible.nn.WaveNet (by default 2 stacks of 8 layers, R=G=32, S=64, kernel 2:
 a receptive field of 511 samples, 32 ms at 16 kHz), trained by maximum likelihood (cross
@@ -19,7 +21,7 @@ of held-out audio, written to --out as a 16-bit WAV.
 
 Usage:
     python examples/wavenet_speech.py                         # about a minute on 2 cores
-    python examples/wavenet_speech.py my_voice.wav --steps 2000 --layers 10 --stacks 3
+    python examples/wavenet_speech.py a.wav b.wav held_out.wav --steps 2000 --stacks 3
 """
 
 import argparse
@@ -34,15 +36,19 @@ import pyreversible
 from pyreversible.audio import mu_law_decode, mu_law_encode, read_wav, write_wav
 from pyreversible.nn import WaveNet
 
-DEFAULT_WAV = "/usr/share/sounds/alsa/Front_Center.wav"
+ALSA_SOUNDS = "/usr/share/sounds/alsa"
 
 
 def parse(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("wav", nargs="?", default=DEFAULT_WAV, help=f"default {DEFAULT_WAV}")
+    parser.add_argument(
+        "wav", nargs="*", help=f"WAV files, the last held out (default: {ALSA_SOUNDS}/*.wav)"
+    )
     parser.add_argument("--rate", type=int, default=16000, help="sample rate to model")
     parser.add_argument("--classes", type=int, default=256, help="mu-law classes")
-    parser.add_argument("--held-out", type=float, default=0.2, help="fraction held out")
+    parser.add_argument(
+        "--held-out", type=float, default=0.2, help="fraction held out of a single file"
+    )
     parser.add_argument("--residual", type=int, default=32)
     parser.add_argument("--gate", type=int, default=32)
     parser.add_argument("--skip", type=int, default=64)
@@ -64,16 +70,20 @@ def load_classes(path, rate, classes):
     """The recording as mu-law classes (T,) at `rate` samples per second."""
     from scipy.signal import resample_poly
 
-    if not os.path.exists(path):
-        raise SystemExit(
-            f"no WAV file at {path}; pass one, or install Debian's alsa-utils for the default"
-        )
     waveform, source_rate = read_wav(path)
     mono = waveform.mean(dim=0).double().numpy()
     divisor = math.gcd(rate, source_rate)
     mono = torch.from_numpy(resample_poly(mono, rate // divisor, source_rate // divisor))
     mono = 0.9 * mono / mono.abs().max().clamp(min=1e-8)
-    return mu_law_encode(mono, classes), waveform.shape[1] / source_rate
+    return mu_law_encode(mono, classes)
+
+
+def default_wavs():
+    """The spoken samples of alsa-utils, if installed."""
+    if not os.path.isdir(ALSA_SOUNDS):
+        return []
+    names = sorted(n for n in os.listdir(ALSA_SOUNDS) if n.endswith(".wav") and n != "Noise.wav")
+    return [os.path.join(ALSA_SOUNDS, n) for n in names]
 
 
 def held_out_nll(model, audio, split, chunk=8192):
@@ -95,12 +105,25 @@ def main(argv=None):
     args = parse(argv)
     torch.manual_seed(args.seed)
     pyreversible.set_backend(args.backend)
-    audio, seconds = load_classes(args.wav, args.rate, args.classes)
-    split = int(audio.numel() * (1 - args.held_out))
+    paths = args.wav or default_wavs()
+    if not paths:
+        raise SystemExit(
+            f"no WAV files given and none in {ALSA_SOUNDS} (Debian's alsa-utils installs them)"
+        )
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        raise SystemExit(f"no such WAV file: {', '.join(missing)}")
+    recordings = [load_classes(p, args.rate, args.classes) for p in paths]
+    audio = torch.cat(recordings)
+    if len(recordings) > 1:
+        split = audio.numel() - recordings[-1].numel()
+    else:
+        split = int(audio.numel() * (1 - args.held_out))
     train = audio[:split]
+    held = os.path.basename(paths[-1])
     print(
-        f"{args.wav}: {seconds:.2f} s, {audio.numel()} samples at {args.rate} Hz, "
-        f"{split} for training, {audio.numel() - split} held out"
+        f"{len(paths)} recording(s), {audio.numel() / args.rate:.2f} s at {args.rate} Hz: "
+        f"{split} samples for training, {audio.numel() - split} held out (from {held})"
     )
 
     model = WaveNet(
