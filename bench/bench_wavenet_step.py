@@ -23,6 +23,7 @@ transcendentals and the softmax are not counted. The floor is the peak over that
 """
 
 import importlib.util
+import warnings
 
 import torch
 
@@ -83,18 +84,21 @@ def _peer_model(network, device):
 
     classes, residual, gate, skip, taps, layers, stacks = network
     torch.manual_seed(0)
-    model = PeerWaveNet(
-        out_channels=classes,
-        layers=layers * stacks,
-        stacks=stacks,
-        residual_channels=residual,
-        gate_channels=2 * gate,
-        skip_out_channels=skip,
-        kernel_size=taps,
-        dropout=0.0,
-        weight_normalization=False,
-        legacy=False,
-    )
+    # it builds its convolutions with torch.nn.utils.weight_norm, which warns of deprecation
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        model = PeerWaveNet(
+            out_channels=classes,
+            layers=layers * stacks,
+            stacks=stacks,
+            residual_channels=residual,
+            gate_channels=2 * gate,
+            skip_out_channels=skip,
+            kernel_size=taps,
+            dropout=0.0,
+            weight_normalization=False,
+            legacy=False,
+        )
     # its own synthesis does this first: the 1x1 and dilated convolutions are weight-normed
     # whatever weight_normalization says, and the norm would be recomputed at every step
     model.make_generation_fast_()
@@ -141,10 +145,10 @@ def _builder(network, batch, quick):
         if variant != "reference":
             if variant not in STEP_KERNELS.get(device.type, ()):
                 raise NotAvailable(f"wavenet_step has no {variant} kernels on {device.type}")
+            if variant == "triton" and device.type != "cuda":
+                raise NotAvailable("Triton runs on the CPU only interpreted, which is not timed")
             if variant not in pyreversible.available_backends(device):
                 raise NotAvailable(f"backend {variant} is not available here")
-            if variant == "triton" and device.type != "cuda":
-                raise NotAvailable("the Triton interpreter is not timed")
 
         def cached():
             with pyreversible.use_backend(variant):
