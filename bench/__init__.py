@@ -15,6 +15,7 @@ SUITES = {
         "bench.bench_wavenet_layer",
         "bench.bench_masked_conv2d",
     ),
+    "generation": ("bench.bench_wavenet_step",),
 }
 
 

@@ -1,11 +1,12 @@
 """Drop-in modules built on pyreversible.ops."""
 
 from pyreversible.nn.additive_coupling import AdditiveCoupling, CouplingMLP
-from pyreversible.nn.causal_conv1d import CausalConv1d
+from pyreversible.nn.causal_conv1d import CausalConv1d, QueueCache
 from pyreversible.nn.masked_conv2d import MaskedConv2d
 from pyreversible.nn.nice import NICE
 from pyreversible.nn.pixelcnn import PixelCNN
 from pyreversible.nn.scaling import Scaling
+from pyreversible.nn.wavenet import WaveNet
 
 __all__ = [
     "NICE",
@@ -15,4 +16,6 @@ __all__ = [
     "MaskedConv2d",
     "PixelCNN",
     "Scaling",
+    "QueueCache",
+    "WaveNet",
 ]
