@@ -22,6 +22,7 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import subprocess
 import sys
 from collections.abc import Callable
 
@@ -61,6 +62,12 @@ class Case:
     flops: float
     bytes: float
     build: Callable[[str, torch.device], Callable[[], object]]
+    # the variants to time, when they are not the backends (see variants()), and the one the
+    # ratios are taken against
+    variants: tuple | None = None
+    baseline: str = "reference"
+    # memory(variant, device) -> a dict of memory figures of one call, measured after timing
+    memory: Callable[[str, torch.device], dict] | None = None
 
 
 def _cpu_info():
@@ -202,7 +209,8 @@ def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=
     interleaved with the other variants' turns, after `warmup` untimed calls.
     """
     timings, fns = {}, {}
-    for variant in variants(device):
+    names = case.variants or variants(device)
+    for variant in names:
         if variant == COMPILE and not with_compile:
             timings[variant] = {"status": "skipped", "reason": "--no-compile"}
             continue
@@ -234,8 +242,14 @@ def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=
     fns = None
     _free(device)
 
-    reference = timings["reference"].get("median_s")
-    order = {variant: i for i, variant in enumerate(variants(device))}
+    if case.memory is not None:
+        for variant in fns:
+            try:
+                timings[variant]["memory"] = case.memory(variant, device)
+            except Exception as e:
+                timings[variant]["memory"] = _failure(variant, e)
+    reference = timings.get(case.baseline, {}).get("median_s")
+    order = {variant: i for i, variant in enumerate(names)}
     timings = dict(sorted(timings.items(), key=lambda item: order[item[0]]))
     for t in timings.values():
         if t["status"] != "ok":
@@ -310,4 +324,70 @@ def table_rows(result):
                 for i, (cell, (_, width)) in enumerate(zip(cells, _COLUMNS, strict=True))
             )
         )
+        if "memory" in t:
+            figures = ", ".join(f"{k} {v}" for k, v in t["memory"].items())
+            lines.append(f"{'':<24}  {'':<13}  memory: {figures}"[:200])
     return lines
+
+
+def _rss_kib(field):
+    # a field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: peak since last reset)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def peak_rss_of_call(fn):
+    """Peak resident memory a call of fn adds, in bytes, measured in this process.
+
+    The peak counter is reset (writing 5 to /proc/self/clear_refs) after a first call, so that
+    the measured call starts warm; the figure is the peak during the second call minus the
+    resident memory before it. Only true when freed memory goes back to the system: run it in
+    a fresh process with glibc's MALLOC_MMAP_THRESHOLD_ pinned (see peak_rss_in_subprocess),
+    or glibc's dynamic threshold keeps large freed blocks on its heap.
+    """
+    fn()
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _rss_kib("VmRSS")
+    fn()
+    return (_rss_kib("VmHWM") - before) * 1024
+
+
+def peak_rss_in_subprocess(module, args, mmap_threshold=131072):
+    """Run `python -m module *args` with MALLOC_MMAP_THRESHOLD_ pinned; the int it prints last.
+
+    The module's main measures with peak_rss_of_call and prints the bytes; a fresh process per
+    configuration keeps one configuration's heap from another's.
+    """
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1])
+
+
+def saved_bytes_of_call(fn):
+    """Bytes autograd saves for backward during fn(), counted once per storage.
+
+    Counted through torch.autograd.graph.saved_tensors_hooks: what ctx.save_for_backward and
+    the built-in ops save. Tensors a custom Function keeps as plain attributes of ctx are not
+    seen (peak_rss_of_call sees them).
+    """
+    storages = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())

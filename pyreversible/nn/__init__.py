@@ -5,6 +5,7 @@ from pyreversible.nn.causal_conv1d import CausalConv1d
 from pyreversible.nn.masked_conv2d import MaskedConv2d
 from pyreversible.nn.nice import NICE
 from pyreversible.nn.pixelcnn import PixelCNN
+from pyreversible.nn.reversible import ReversibleBlock, ReversibleSequential
 from pyreversible.nn.scaling import Scaling
 
 __all__ = [
@@ -15,4 +16,6 @@ __all__ = [
     "MaskedConv2d",
     "PixelCNN",
     "Scaling",
+    "ReversibleBlock",
+    "ReversibleSequential",
 ]

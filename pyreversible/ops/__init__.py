@@ -3,6 +3,12 @@
 from pyreversible.ops.additive_coupling import additive_coupling, additive_coupling_mlp
 from pyreversible.ops.causal_conv1d import causal_conv1d
 from pyreversible.ops.masked_conv2d import masked_conv2d
+from pyreversible.ops.reversible_block import (
+    reversible_block,
+    reversible_block_bwd,
+    reversible_block_fwd,
+    reversible_block_inverse,
+)
 from pyreversible.ops.wavenet_layer import wavenet_layer
 
 __all__ = [
@@ -11,4 +17,8 @@ __all__ = [
     "causal_conv1d",
     "masked_conv2d",
     "wavenet_layer",
+    "reversible_block",
+    "reversible_block_bwd",
+    "reversible_block_fwd",
+    "reversible_block_inverse",
 ]

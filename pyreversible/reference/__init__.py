@@ -10,6 +10,7 @@ from pyreversible.reference.additive_coupling import (
 )
 from pyreversible.reference.causal_conv1d import causal_conv1d
 from pyreversible.reference.masked_conv2d import MASK_TYPES, conv_mask, masked_conv2d
+from pyreversible.reference.reversible_block import reversible_block, reversible_block_inverse
 from pyreversible.reference.wavenet_layer import wavenet_layer
 
 __all__ = [
@@ -24,4 +25,6 @@ __all__ = [
     "partition_merge",
     "partition_split",
     "wavenet_layer",
+    "reversible_block",
+    "reversible_block_inverse",
 ]
