@@ -241,13 +241,16 @@ def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=
         timings[variant] = {"status": "ok", **_stats(times[variant])}
     fns = None
     _free(device)
-
     if case.memory is not None:
-        for variant in fns:
+        for variant, t in timings.items():
+            if t["status"] != "ok":
+                continue
             try:
-                timings[variant]["memory"] = case.memory(variant, device)
+                t["memory"] = case.memory(variant, device)
             except Exception as e:
-                timings[variant]["memory"] = _failure(variant, e)
+                t["memory"] = _failure(variant, e)
+            _free(device)
+
     reference = timings.get(case.baseline, {}).get("median_s")
     order = {variant: i for i, variant in enumerate(names)}
     timings = dict(sorted(timings.items(), key=lambda item: order[item[0]]))
@@ -361,7 +364,9 @@ def peak_rss_in_subprocess(module, args, mmap_threshold=131072):
     """Run `python -m module *args` with MALLOC_MMAP_THRESHOLD_ pinned; the int it prints last.
 
     The module's main measures with peak_rss_of_call and prints the bytes; a fresh process per
-    configuration keeps one configuration's heap from another's.
+    configuration keeps one configuration's heap from another's. Only blocks of at least
+    `mmap_threshold` bytes are mapped and unmapped one by one, so the threshold must be below
+    the size of the tensors whose memory is measured.
     """
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
     done = subprocess.run(
