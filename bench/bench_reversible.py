@@ -12,12 +12,15 @@ input's gradient. Variants, all on the same blocks:
   block, in an nn.Sequential (memcnn's documented use);
 - revlib: revlib.ReversibleSequential(F1, G1, F2, G2, ...), its default memory mode.
 
-Memory, per variant: `saved` is the bytes autograd saves in the forward (saved_tensors_hooks:
-what save_for_backward and built-in ops keep; a library that keeps tensors as plain attributes
-of ctx hides them from it), `peak_rss` the peak resident memory one training step adds, in a
-fresh process with glibc's MALLOC_MMAP_THRESHOLD_=131072 so that freed memory is returned
-(bench.harness.peak_rss_of_call). The summary divides the growth from the smaller to the larger
-depth by the blocks added: memory per extra block, and its ratio to plain autograd's.
+Memory, per variant: `saved` is the bytes autograd saves in the forward, parameters excepted
+(saved_tensors_hooks: what save_for_backward and built-in ops keep, whole storages; a library
+that keeps tensors as plain attributes of ctx hides them from it), `peak_rss` the peak
+resident memory one training step adds, in a fresh process with glibc's
+MALLOC_MMAP_THRESHOLD_=131072 so that freed memory is returned
+(bench.harness.peak_rss_of_call), starting without gradients, so it counts the parameters'
+gradients the step makes (`grads`, alike for every variant) beside the activations. The
+summary divides the growth from the smaller to the larger depth by the blocks added: memory
+per extra block, also less the gradients, and its ratio to plain autograd's.
 
 FLOPs count the plain step: 3 x the forward's 4 matmuls per block of 2 * B * (W/2)^2 each; a
 reversible step recomputes F and G once more, 4/3 of that, which bounds its time ratio to plain
@@ -87,8 +90,8 @@ def build_model(variant, depth, width, device):
     raise ValueError(f"bench_reversible: unknown variant {variant!r}")
 
 
-def build_step(variant, depth, width, batch, device, forward_only=False):
-    model = build_model(variant, depth, width, device)
+def build_step(variant, depth, width, batch, device, forward_only=False, model=None):
+    model = model or build_model(variant, depth, width, device)
     torch.manual_seed(1)
     x0 = torch.randn(batch, width, device=device)
     cotangent = torch.randn(batch, width, device=device)
@@ -108,11 +111,13 @@ def build_step(variant, depth, width, batch, device, forward_only=False):
 
 def _memory_builder(depth, width, batch):
     def memory(variant, device):
+        num_params = depth * 4 * (width // 2 + 1) * (width // 2)
+        model = build_model(variant, depth, width, device)
+        forward = build_step(variant, depth, width, batch, device, True, model)
+        saved = saved_bytes_of_call(forward, exclude=list(model.parameters()))
         figures = {
-            "saved_MiB": round(
-                saved_bytes_of_call(build_step(variant, depth, width, batch, device, True)) / 2**20,
-                2,
-            )
+            "grads_MiB": round(num_params * _FLOAT32_BYTES / 2**20, 2),
+            "saved_MiB": round(saved / 2**20, 2),
         }
         if device.type == "cpu":
             args = (variant, depth, width, batch)
@@ -171,6 +176,11 @@ def summary(results):
         per_block[variant] = {
             key: (b[key] - a[key]) / extra for key in ("saved_MiB", "peak_rss_MiB") if key in a
         }
+        if "peak_rss_MiB" in a:
+            # the peak less the parameters' gradients, which every variant makes alike
+            per_block[variant]["peak_rss_less_grads_MiB"] = (
+                b["peak_rss_MiB"] - b["grads_MiB"] - a["peak_rss_MiB"] + a["grads_MiB"]
+            ) / extra
     plain = per_block.get("plain", {})
     for variant, figures in per_block.items():
         cells = []
@@ -186,8 +196,10 @@ def summary(results):
 def main(argv):
     variant, depth, width, batch = argv[0], *map(int, argv[1:4])
     torch.set_num_threads(torch.get_num_threads())
-    step = build_step(variant, depth, width, batch, torch.device("cpu"))
-    print(peak_rss_of_call(step))
+    model = build_model(variant, depth, width, torch.device("cpu"))
+    step = build_step(variant, depth, width, batch, torch.device("cpu"), model=model)
+    # the step's peak from a start without gradients: activations and the gradients it makes
+    print(peak_rss_of_call(step, before=lambda: model.zero_grad(set_to_none=True)))
 
 
 if __name__ == "__main__":

@@ -342,16 +342,19 @@ def _rss_kib(field):
     raise OSError(f"no {field} in /proc/self/status")
 
 
-def peak_rss_of_call(fn):
+def peak_rss_of_call(fn, before=None):
     """Peak resident memory a call of fn adds, in bytes, measured in this process.
 
-    The peak counter is reset (writing 5 to /proc/self/clear_refs) after a first call, so that
-    the measured call starts warm; the figure is the peak during the second call minus the
-    resident memory before it. Only true when freed memory goes back to the system: run it in
-    a fresh process with glibc's MALLOC_MMAP_THRESHOLD_ pinned (see peak_rss_in_subprocess),
-    or glibc's dynamic threshold keeps large freed blocks on its heap.
+    The peak counter is reset (writing 5 to /proc/self/clear_refs) after a first call and
+    `before()` (e.g. dropping gradients), so that the measured call starts warm; the figure is
+    the peak during the second call minus the resident memory before it. Only true when freed
+    memory goes back to the system: run it in a fresh process with glibc's
+    MALLOC_MMAP_THRESHOLD_ pinned (see peak_rss_in_subprocess), or glibc's dynamic threshold
+    keeps large freed blocks on its heap.
     """
     fn()
+    if before is not None:
+        before()
     gc.collect()
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
@@ -379,18 +382,21 @@ def peak_rss_in_subprocess(module, args, mmap_threshold=131072):
     return int(done.stdout.split()[-1])
 
 
-def saved_bytes_of_call(fn):
+def saved_bytes_of_call(fn, exclude=()):
     """Bytes autograd saves for backward during fn(), counted once per storage.
 
     Counted through torch.autograd.graph.saved_tensors_hooks: what ctx.save_for_backward and
-    the built-in ops save. Tensors a custom Function keeps as plain attributes of ctx are not
-    seen (peak_rss_of_call sees them).
+    the built-in ops save, less the storages of the tensors in `exclude` (the parameters, which
+    live on anyway). Tensors a custom Function keeps as plain attributes of ctx are not seen
+    (peak_rss_of_call sees them).
     """
     storages = {}
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
 
     def pack(t):
         storage = t.untyped_storage()
-        storages[storage.data_ptr()] = storage.nbytes()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):

@@ -142,7 +142,8 @@ def _replay(rng, buffers, autocast_state, device):
             for device_type, enabled, dtype in autocast_state:
                 if device_type == "cuda" and not torch.cuda.is_available():
                     continue
-                stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled))
+                if enabled or torch.is_autocast_enabled(device_type):
+                    stack.enter_context(torch.autocast(device_type, dtype=dtype, enabled=enabled))
             with torch.enable_grad():
                 yield
     finally:
