@@ -26,10 +26,13 @@ FLOPs count the plain step: 3 x the forward's 4 matmuls per block of 2 * B * (W/
 reversible step recomputes F and G once more, 4/3 of that, which bounds its time ratio to plain
 autograd from below at ~1.33 where the matmuls dominate.
 
-Run one configuration's memory alone: python -m bench.bench_reversible VARIANT DEPTH WIDTH B
+Run one configuration's memory alone: python -m bench.bench_reversible VARIANT DEPTH WIDTH B;
+time every variant lightly: python -m bench.bench_reversible time DEPTH WIDTH B ROUNDS
 """
 
+import statistics
 import sys
+import time
 
 import torch
 from torch import nn
@@ -193,7 +196,29 @@ def summary(results):
     return "\n".join(lines)
 
 
+def time_variants(depth, width, batch, rounds):
+    """Median seconds of a training step per variant: one warm-up call each, then `rounds`
+    rounds of one call per variant in turn (a lighter run than the suite's, for a busy machine)."""
+    device = torch.device("cpu")
+    steps = {v: build_step(v, depth, width, batch, device) for v in VARIANTS}
+    for step in steps.values():
+        step()
+    times = {v: [] for v in VARIANTS}
+    for _ in range(rounds):
+        for v, step in steps.items():
+            start = time.perf_counter()
+            step()
+            times[v].append(time.perf_counter() - start)
+    return {v: statistics.median(t) for v, t in times.items()}
+
+
 def main(argv):
+    if argv[0] == "time":
+        depth, width, batch, rounds = map(int, argv[1:5])
+        medians = time_variants(depth, width, batch, rounds)
+        for v, seconds in medians.items():
+            print(f"{v:<13} {seconds:8.3f} s  {seconds / medians['plain']:.2f}x plain")
+        return
     variant, depth, width, batch = argv[0], *map(int, argv[1:4])
     torch.set_num_threads(torch.get_num_threads())
     model = build_model(variant, depth, width, torch.device("cpu"))

@@ -30,6 +30,10 @@ What the recomputation preserves, so that its gradients are ordinary autograd's:
   gradient per parameter, exactly as in ordinary autograd; an input that does not require
   grad gets none.
 
+Known costs: the node returns every parameter's gradient at its end, so DDP's communication
+does not overlap the stack's backward, and with zero_grad(set_to_none=False) AccumulateGrad
+adds them into existing .grad tensors (a transient second copy of the gradients).
+
 F and G must be deterministic functions of their input, their parameters, their buffers and
 the random numbers they draw, and must not change their input in place. check_reconstruction
 verifies the first of these at run time.
