@@ -47,10 +47,11 @@ from torch.autograd.function import once_differentiable
 
 from pyreversible.ops.reversible_block import (
     halves,
+    resolve,
     reversible_block,
-    reversible_block_bwd,
     reversible_block_fwd,
     reversible_block_inverse,
+    step_back,
 )
 from pyreversible.reference.reversible_block import check_halves, check_shift
 
@@ -284,6 +285,7 @@ class _ReversibleSequentialFunction(torch.autograd.Function):
         y1, y2 = halves(y)
         dy1, dy2 = halves(dy)
         rng_before = _rng_state(device) if seq.preserve_rng_state else None
+        fused_step_back = step_back(resolve(device, y.dtype))
         try:
             for i in reversed(range(len(seq.blocks))):
                 block, record = seq.blocks[i], records[i]
@@ -297,7 +299,7 @@ class _ReversibleSequentialFunction(torch.autograd.Function):
                 accumulate(g_params, grads)
                 if dz is None:
                     dz = torch.zeros_like(z)
-                reversible_block_bwd(
+                fused_step_back(
                     y2, shift.detach().reshape(y2.shape), x2, dy1, dz.reshape(dy1.shape), dx1
                 )
                 del shift, dz, z
@@ -311,7 +313,7 @@ class _ReversibleSequentialFunction(torch.autograd.Function):
                 accumulate(f_params, grads)
                 if dz is None:
                     dz = torch.zeros_like(z)
-                reversible_block_bwd(
+                fused_step_back(
                     y1, shift.detach().reshape(y1.shape), x1, dy2, dz.reshape(dy2.shape), dx2
                 )
                 del shift, dz, z

@@ -119,6 +119,31 @@ def reversible_block_bwd(y, shift, x, dy, grad, dx):
     return x, dx
 
 
+def step_back(backend):
+    """reversible_block_bwd for a loop over many blocks: the backend resolved once, for x's
+    device and dtype, and the argument checks left to the kernels (the caller's shapes are
+    consistent by construction); operands of another dtype go through reversible_block_bwd.
+
+    Returns a function (y, shift, x, dy, grad, dx) -> None.
+    """
+    if backend == "reference":
+        return reversible_block_bwd
+    kernel = _kernels(backend).reversible_block_bwd
+
+    def run(y, shift, x, dy, grad, dx):
+        if _same_dtype(x, y, shift, dy, grad, dx) and x.shape == dx.shape:
+            kernel(y, shift, x, dy, grad, dx)
+        else:
+            reversible_block_bwd(y, shift, x, dy, grad, dx)
+
+    return run
+
+
+def resolve(device, dtype):
+    """The backend that runs the reversible_block kernels on `device` for `dtype`."""
+    return _backend.resolve("reversible_block", device, dtype, backends=_BACKENDS)
+
+
 def halves(t):
     """The two halves of t (B, 2C, ...) along dim 1 as (B, C * ...) tensors (views if it can)."""
     return t.reshape(t.shape[0], 2, -1).unbind(1)
