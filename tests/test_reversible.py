@@ -245,6 +245,17 @@ def test_torch_compile_fullgraph_of_the_ordinary_sequence():
     torch.testing.assert_close(compiled(x), ordinary(x), atol=1e-6, rtol=1e-6)
 
 
+def test_torch_compile_fullgraph_of_the_memory_efficient_sequence_is_refused():
+    # the memory-efficient stack is one autograd node whose backward calls autograd itself:
+    # dynamo is told not to trace it, so fullgraph=True stops there with dynamo's own error
+    torch._dynamo.reset()
+    efficient, _ = pair(2)
+    x = torch.randn(5, 12, device=DEVICE, requires_grad=True)
+    compiled = torch.compile(efficient, fullgraph=True, backend="aot_eager")
+    with pytest.raises(torch._dynamo.exc.Unsupported):
+        compiled(x)
+
+
 def _ddp_worker(rank, world_size, path, state, x, cotangent):
     dist.init_process_group("gloo", init_method=f"file://{path}", rank=rank, world_size=world_size)
     try:
