@@ -27,6 +27,7 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -65,6 +66,9 @@ class Case:
         build: build(variant, device) -> a function of no arguments that runs one call of the
             workload on `variant` ('reference', 'cpp', 'triton' or COMPILE).
         variants: the variants to time, or None for variants(device).
+        baseline: the variant the ratios are taken against.
+        memory: memory(variant, device) -> a dict of memory figures of one call, measured
+            after the timing, or None.
         samples: per variant, the samples (time steps x batch rows) one call produces, or
             None; when given, flops and bytes are per sample and speed is in samples/s.
         threads: torch threads while the case runs, or None for the current setting.
@@ -76,7 +80,9 @@ class Case:
     flops: float
     bytes: float
     build: Callable[[str, torch.device], Callable[[], object]]
-    variants: list | None = None
+    variants: tuple | None = None
+    baseline: str = "reference"
+    memory: Callable[[str, torch.device], dict] | None = None
     samples: dict | None = None
     threads: int | None = None
     warmup: int | None = None
@@ -286,6 +292,15 @@ def _run_case(case, device, peak, min_run_time, rounds, warmup, with_compile, na
             timings[variant]["compile_s"] = first_calls[variant]
     fns = None
     _free(device)
+    if case.memory is not None:
+        for variant, t in timings.items():
+            if t["status"] != "ok":
+                continue
+            try:
+                t["memory"] = case.memory(variant, device)
+            except Exception as e:
+                t["memory"] = _failure(variant, e)
+            _free(device)
 
     order = {variant: i for i, variant in enumerate(names)}
     timings = dict(sorted(timings.items(), key=lambda item: order[item[0]]))
@@ -294,7 +309,7 @@ def _run_case(case, device, peak, min_run_time, rounds, warmup, with_compile, na
             # per sample: the variants produce different numbers of samples per call
             t["samples_per_call"] = case.samples[variant]
             t["samples_per_s"] = case.samples[variant] / t["median_s"]
-    reference = timings.get("reference", {})
+    reference = timings.get(case.baseline, {})
     reference = reference.get("median_s") and _unit_seconds(reference)
     for t in timings.values():
         if t["status"] != "ok":
@@ -381,6 +396,9 @@ def table_rows(result):
         if "compile_s" in t:
             line += f"  (first call, trace + compile: {t['compile_s']:.1f} s)"
         lines.append(line)
+        if "memory" in t:
+            figures = ", ".join(f"{k} {v}" for k, v in t["memory"].items())
+            lines.append(f"{'':<24}  {'':<15}  memory: {figures}"[:200])
     if "floor_samples_per_s" in result:
         floor = _fmt(result["floor_samples_per_s"], ".0f")
         lines.append(
@@ -388,3 +406,74 @@ def table_rows(result):
             f"samples/s at the peak of {result['threads']} threads"
         )
     return lines
+
+
+def _rss_kib(field):
+    # a field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: peak since last reset)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def peak_rss_of_call(fn, before=None):
+    """Peak resident memory a call of fn adds, in bytes, measured in this process.
+
+    The peak counter is reset (writing 5 to /proc/self/clear_refs) after a first call and
+    `before()` (e.g. dropping gradients), so that the measured call starts warm; the figure is
+    the peak during the second call minus the resident memory before it. Only true when freed
+    memory goes back to the system: run it in a fresh process with glibc's
+    MALLOC_MMAP_THRESHOLD_ pinned (see peak_rss_in_subprocess), or glibc's dynamic threshold
+    keeps large freed blocks on its heap.
+    """
+    fn()
+    if before is not None:
+        before()
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _rss_kib("VmRSS")
+    fn()
+    return (_rss_kib("VmHWM") - before) * 1024
+
+
+def peak_rss_in_subprocess(module, args, mmap_threshold=131072):
+    """Run `python -m module *args` with MALLOC_MMAP_THRESHOLD_ pinned; the int it prints last.
+
+    The module's main measures with peak_rss_of_call and prints the bytes; a fresh process per
+    configuration keeps one configuration's heap from another's. Only blocks of at least
+    `mmap_threshold` bytes are mapped and unmapped one by one, so the threshold must be below
+    the size of the tensors whose memory is measured.
+    """
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1])
+
+
+def saved_bytes_of_call(fn, exclude=()):
+    """Bytes autograd saves for backward during fn(), counted once per storage.
+
+    Counted through torch.autograd.graph.saved_tensors_hooks: what ctx.save_for_backward and
+    the built-in ops save, less the storages of the tensors in `exclude` (the parameters, which
+    live on anyway). Tensors a custom Function keeps as plain attributes of ctx are not seen
+    (peak_rss_of_call sees them).
+    """
+    storages = {}
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())

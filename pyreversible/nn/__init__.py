@@ -5,6 +5,7 @@ from pyreversible.nn.causal_conv1d import CausalConv1d, QueueCache
 from pyreversible.nn.masked_conv2d import MaskedConv2d
 from pyreversible.nn.nice import NICE
 from pyreversible.nn.pixelcnn import PixelCNN
+from pyreversible.nn.reversible import ReversibleBlock, ReversibleSequential
 from pyreversible.nn.scaling import Scaling
 from pyreversible.nn.wavenet import WaveNet
 
@@ -15,7 +16,9 @@ __all__ = [
     "CouplingMLP",
     "MaskedConv2d",
     "PixelCNN",
-    "Scaling",
     "QueueCache",
+    "ReversibleBlock",
+    "ReversibleSequential",
+    "Scaling",
     "WaveNet",
 ]
