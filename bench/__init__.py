@@ -1,7 +1,8 @@
 """Benchmark harness of pyreversible: python -m bench [SUITE ...] [--json PATH] [--quick].
 
 A suite is a set of modules, one per op (bench/bench_<op>.py), each defining `cases(quick)`
-that returns a list of bench.harness.Case; SUITES below names them. Adding an op to a suite is
+that returns a list of bench.harness.Case, and optionally `summary(results)` that returns text
+printed after the suite's table; SUITES below names them. Adding an op to a suite is
 one module and one entry.
 """
 
@@ -15,6 +16,8 @@ SUITES = {
         "bench.bench_wavenet_layer",
         "bench.bench_masked_conv2d",
     ),
+    "generation": ("bench.bench_wavenet_step",),
+    "reversible": ("bench.bench_reversible",),
 }
 
 

@@ -7,6 +7,7 @@ Examples:
 """
 
 import argparse
+import importlib
 import json
 import os
 import sys
@@ -71,6 +72,10 @@ def main(argv=None):
             result["suite"] = name
             results.append(result)
             print("\n".join(harness.table_rows(result)), flush=True)
+        for module in SUITES[name]:
+            summary = getattr(importlib.import_module(module), "summary", None)
+            if summary is not None:
+                print(summary([r for r in results if r["suite"] == name]), flush=True)
 
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

@@ -13,6 +13,11 @@ kernels it launched.
 Throughput is counted against the floor: GFLOP/s from the FLOPs the case must do and GB/s
 from the bytes it must move (both derived by the suite), with the fraction of the machine's
 peak where the peak can be stated (see cpu_peak and gpu_peak for how).
+
+A case may name its own variants (e.g. generation methods), the torch threads it runs with,
+and, for workloads measured in samples/s (generation), the samples one call of each variant
+produces; its FLOPs and bytes are then per sample and the floor is peak / FLOPs per sample.
+A builder that raises NotAvailable records the variant as n/a with its reason.
 """
 
 import dataclasses
@@ -22,6 +27,7 @@ import importlib.metadata
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -44,6 +50,10 @@ _GPU_PEAKS = {
 }
 
 
+class NotAvailable(Exception):
+    """Raised by a case's builder for a variant that cannot run here; the message says why."""
+
+
 @dataclasses.dataclass
 class Case:
     """One workload of a suite.
@@ -55,6 +65,14 @@ class Case:
         bytes: bytes one call must move to or from memory at the least.
         build: build(variant, device) -> a function of no arguments that runs one call of the
             workload on `variant` ('reference', 'cpp', 'triton' or COMPILE).
+        variants: the variants to time, or None for variants(device).
+        baseline: the variant the ratios are taken against.
+        memory: memory(variant, device) -> a dict of memory figures of one call, measured
+            after the timing, or None.
+        samples: per variant, the samples (time steps x batch rows) one call produces, or
+            None; when given, flops and bytes are per sample and speed is in samples/s.
+        threads: torch threads while the case runs, or None for the current setting.
+        warmup: untimed calls per variant, or None for run_case's.
     """
 
     name: str
@@ -62,6 +80,12 @@ class Case:
     flops: float
     bytes: float
     build: Callable[[str, torch.device], Callable[[], object]]
+    variants: tuple | None = None
+    baseline: str = "reference"
+    memory: Callable[[str, torch.device], dict] | None = None
+    samples: dict | None = None
+    threads: int | None = None
+    warmup: int | None = None
 
 
 def _cpu_info():
@@ -192,10 +216,14 @@ def _timer(fn):
 
 
 def _failure(variant, error, seconds=None):
-    # a compile that fails says so in the table, with how long it ran before failing
-    status = f"{COMPILE} failed" if variant == COMPILE else "error"
+    # a compile that fails says so in the table, with how long it ran before failing; a
+    # variant that cannot run here (NotAvailable) is n/a, with the reason
+    if isinstance(error, NotAvailable):
+        status = "n/a"
+    else:
+        status = f"{COMPILE} failed" if variant == COMPILE else "error"
     reason = f"{type(error).__name__}: {error}".splitlines()[0][:300]
-    if seconds is not None:
+    if seconds is not None and not isinstance(error, NotAvailable):
         reason = f"after {seconds:.1f} s: {reason}"
     return {"status": status, "reason": reason}
 
@@ -208,8 +236,25 @@ def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=
     those is timed on its own: for COMPILE it is where dynamo traces and Inductor compiles,
     and its time is recorded as compile_s (first call included).
     """
+    names = case.variants or variants(device)
+    warmup = warmup if case.warmup is None else case.warmup
+    threads = torch.get_num_threads()
+    if case.threads:
+        torch.set_num_threads(case.threads)
+        if device.type == "cpu" and peak["flops"]:
+            # the CPU peak is per core (cpu_peak): count the cores this case runs on
+            peak = {**peak, "flops": peak["flops"] * case.threads / threads}
+    try:
+        result = _run_case(case, device, peak, min_run_time, rounds, warmup, with_compile, names)
+    finally:
+        torch.set_num_threads(threads)
+    result["threads"] = case.threads or threads
+    return result
+
+
+def _run_case(case, device, peak, min_run_time, rounds, warmup, with_compile, names):
     timings, fns, first_calls = {}, {}, {}
-    for variant in variants(device):
+    for variant in names:
         if variant == COMPILE and not with_compile:
             timings[variant] = {"status": "skipped", "reason": "--no-compile"}
             continue
@@ -247,32 +292,56 @@ def run_case(case, device, peak, min_run_time, rounds=3, warmup=3, with_compile=
             timings[variant]["compile_s"] = first_calls[variant]
     fns = None
     _free(device)
+    if case.memory is not None:
+        for variant, t in timings.items():
+            if t["status"] != "ok":
+                continue
+            try:
+                t["memory"] = case.memory(variant, device)
+            except Exception as e:
+                t["memory"] = _failure(variant, e)
+            _free(device)
 
-    reference = timings["reference"].get("median_s")
-    order = {variant: i for i, variant in enumerate(variants(device))}
+    order = {variant: i for i, variant in enumerate(names)}
     timings = dict(sorted(timings.items(), key=lambda item: order[item[0]]))
+    for variant, t in timings.items():
+        if t["status"] == "ok" and case.samples:
+            # per sample: the variants produce different numbers of samples per call
+            t["samples_per_call"] = case.samples[variant]
+            t["samples_per_s"] = case.samples[variant] / t["median_s"]
+    reference = timings.get(case.baseline, {})
+    reference = reference.get("median_s") and _unit_seconds(reference)
     for t in timings.values():
         if t["status"] != "ok":
             continue
-        seconds = t["median_s"]
+        seconds = _unit_seconds(t)
         t["ratio_vs_reference"] = reference / seconds if reference else None
         t["gflop_per_s"] = case.flops / seconds / 1e9
         t["gb_per_s"] = case.bytes / seconds / 1e9
         t["flop_peak_fraction"] = case.flops / seconds / peak["flops"] if peak["flops"] else None
         bandwidth = peak["bytes_per_s"]
         t["bandwidth_peak_fraction"] = case.bytes / seconds / bandwidth if bandwidth else None
-    return {
+    result = {
         "case": case.name,
         "params": case.params,
         "flops": case.flops,
         "bytes": case.bytes,
         "timings": timings,
     }
+    if case.samples:
+        result["flops_per_sample"] = case.flops
+        result["floor_samples_per_s"] = peak["flops"] / case.flops if peak["flops"] else None
+    return result
+
+
+def _unit_seconds(timing):
+    # seconds of one call, or of one sample for cases measured in samples/s
+    return timing["median_s"] / timing.get("samples_per_call", 1)
 
 
 _COLUMNS = (
     ("case", 24),
-    ("variant", 13),
+    ("variant", 15),
     ("median ms", 10),
     ("IQR ms", 8),
     ("runs", 5),
@@ -281,6 +350,7 @@ _COLUMNS = (
     ("% peak", 7),
     ("GB/s", 7),
     ("% bw", 5),
+    ("samples/s", 10),
 )
 
 
@@ -303,7 +373,7 @@ def table_rows(result):
     for variant, t in result["timings"].items():
         if t["status"] != "ok":
             cells = [result["case"], variant, f"{t['status']}: {t['reason']}"]
-            lines.append(f"{cells[0]:<24}  {cells[1]:<13}  {cells[2][:120]}")
+            lines.append(f"{cells[0]:<24}  {cells[1]:<15}  {cells[2][:120]}")
             continue
         frac, bw = t["flop_peak_fraction"], t["bandwidth_peak_fraction"]
         cells = [
@@ -317,6 +387,7 @@ def table_rows(result):
             _fmt(frac and frac * 100, ".1f"),
             _fmt(t["gb_per_s"], ".2f"),
             _fmt(bw and bw * 100, ".1f"),
+            _fmt(t.get("samples_per_s"), ".1f"),
         ]
         line = "  ".join(
             cell.ljust(width) if i < 2 else cell.rjust(width)
@@ -325,4 +396,84 @@ def table_rows(result):
         if "compile_s" in t:
             line += f"  (first call, trace + compile: {t['compile_s']:.1f} s)"
         lines.append(line)
+        if "memory" in t:
+            figures = ", ".join(f"{k} {v}" for k, v in t["memory"].items())
+            lines.append(f"{'':<24}  {'':<15}  memory: {figures}"[:200])
+    if "floor_samples_per_s" in result:
+        floor = _fmt(result["floor_samples_per_s"], ".0f")
+        lines.append(
+            f"{'':<24}  floor: {result['flops_per_sample'] / 1e6:.3f} MFLOP/sample, {floor} "
+            f"samples/s at the peak of {result['threads']} threads"
+        )
     return lines
+
+
+def _rss_kib(field):
+    # a field of /proc/self/status in KiB (VmRSS: resident now, VmHWM: peak since last reset)
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def peak_rss_of_call(fn, before=None):
+    """Peak resident memory a call of fn adds, in bytes, measured in this process.
+
+    The peak counter is reset (writing 5 to /proc/self/clear_refs) after a first call and
+    `before()` (e.g. dropping gradients), so that the measured call starts warm; the figure is
+    the peak during the second call minus the resident memory before it. Only true when freed
+    memory goes back to the system: run it in a fresh process with glibc's
+    MALLOC_MMAP_THRESHOLD_ pinned (see peak_rss_in_subprocess), or glibc's dynamic threshold
+    keeps large freed blocks on its heap.
+    """
+    fn()
+    if before is not None:
+        before()
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    before = _rss_kib("VmRSS")
+    fn()
+    return (_rss_kib("VmHWM") - before) * 1024
+
+
+def peak_rss_in_subprocess(module, args, mmap_threshold=131072):
+    """Run `python -m module *args` with MALLOC_MMAP_THRESHOLD_ pinned; the int it prints last.
+
+    The module's main measures with peak_rss_of_call and prints the bytes; a fresh process per
+    configuration keeps one configuration's heap from another's. Only blocks of at least
+    `mmap_threshold` bytes are mapped and unmapped one by one, so the threshold must be below
+    the size of the tensors whose memory is measured.
+    """
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": str(mmap_threshold)}
+    done = subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(done.stdout.split()[-1])
+
+
+def saved_bytes_of_call(fn, exclude=()):
+    """Bytes autograd saves for backward during fn(), counted once per storage.
+
+    Counted through torch.autograd.graph.saved_tensors_hooks: what ctx.save_for_backward and
+    the built-in ops save, less the storages of the tensors in `exclude` (the parameters, which
+    live on anyway). Tensors a custom Function keeps as plain attributes of ctx are not seen
+    (peak_rss_of_call sees them).
+    """
+    storages = {}
+    excluded = {t.untyped_storage().data_ptr() for t in exclude}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in excluded:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())

@@ -1,6 +1,6 @@
 """pyreversible: fused kernels for reversible and autoregressive generative models."""
 
-from pyreversible import nn, ops, reference
+from pyreversible import audio, nn, ops, reference
 from pyreversible._backend import (
     BackendUnavailableError,
     available_backends,
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackendUnavailableError",
+    "audio",
     "available_backends",
     "get_backend",
     "nn",

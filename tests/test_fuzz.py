@@ -183,12 +183,15 @@ def masked_conv2d_args(draw):
     return [x, weight, bias, mask_type], fault
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="masked_conv2d has C++ kernels only")
-@FUZZ
-@given(masked_conv2d_args())
-def test_fuzz_masked_conv2d(drawn):
-    args, fault = drawn
-    check(ops.masked_conv2d, reference.masked_conv2d, args, "cpp", fault)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fuzz_masked_conv2d(backend):
+    @(TRITON_FUZZ if backend == "triton" else FUZZ)
+    @given(masked_conv2d_args())
+    def run(drawn):
+        args, fault = drawn
+        check(ops.masked_conv2d, reference.masked_conv2d, args, backend, fault)
+
+    run()
 
 
 @st.composite
@@ -223,12 +226,15 @@ def wavenet_layer_args(draw):
     return args, fault
 
 
-@pytest.mark.skipif("cpp" not in BACKENDS, reason="wavenet_layer has C++ kernels only")
-@FUZZ
-@given(wavenet_layer_args())
-def test_fuzz_wavenet_layer(drawn):
-    args, fault = drawn
-    check(ops.wavenet_layer, reference.wavenet_layer, args, "cpp", fault)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fuzz_wavenet_layer(backend):
+    @(TRITON_FUZZ if backend == "triton" else FUZZ)
+    @given(wavenet_layer_args())
+    def run(drawn):
+        args, fault = drawn
+        check(ops.wavenet_layer, reference.wavenet_layer, args, backend, fault)
+
+    run()
 
 
 @st.composite

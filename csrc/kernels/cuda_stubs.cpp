@@ -32,5 +32,6 @@ PYR_CUDA_WORKSPACE_STUB(pyr_wavenet_layer_bwd_cuda_workspace_bytes, pyr_wavenet_
 
 PYR_CUDA_STUB(pyr_wavenet_step_cuda, pyr_wavenet_step_params)
 PYR_CUDA_WORKSPACE_STUB(pyr_wavenet_step_cuda_workspace_bytes, pyr_wavenet_step_params)
+PYR_CUDA_STUB(pyr_reversible_block_cuda, pyr_reversible_block_params)
 
 #endif

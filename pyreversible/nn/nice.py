@@ -5,11 +5,84 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
 
-from pyreversible.nn.additive_coupling import AdditiveCoupling
+from pyreversible import _backend
+from pyreversible.nn.additive_coupling import AdditiveCoupling, CouplingMLP
 from pyreversible.nn.scaling import Scaling
+from pyreversible.ops.additive_coupling import _kernels, _rows, partition_layout
 
 PRIORS = ("logistic", "gaussian")
+
+
+def _coupling_backward(layer, y, dy):
+    """(x, dx, [(param, grad)]) of one coupling layer, from its output y and dy = dL/dy.
+
+    A fused MLP coupling on a compiled backend needs one kernel call for x and the hidden
+    activations: the inverse computes m(y_a), and y_a = x_a, so its hidden activations are
+    the forward's; the fused backward then runs on them. Any other layer is inverted, then
+    recomputed with autograd recording.
+    """
+    net = layer.coupling_net
+    if isinstance(net, CouplingMLP):
+        backend = _backend.resolve("additive_coupling_mlp", y.device, y.dtype)
+        if backend != "reference":
+            weights, biases = net.parameters_by_kind()
+            weights = [w.detach().contiguous() for w in weights]
+            biases = [b.detach().contiguous() for b in biases]
+            layout = partition_layout(y.shape, layer.partition, layer.parity)
+            kernels = _kernels(backend)
+            x, hidden = kernels.additive_coupling_mlp_fwd(
+                _rows(y), weights, biases, layout, -1, True
+            )
+            dx, dweights, dbiases = kernels.additive_coupling_mlp_bwd(
+                _rows(dy), _rows(y), weights, hidden, layout, 1
+            )
+            grads = list(zip(net.weights, dweights, strict=True))
+            grads += list(zip(net.biases, dbiases, strict=True))
+            return x.view(y.shape), dx.view(y.shape), grads
+    x = layer.inverse(y)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    with torch.enable_grad():
+        x_in = x.detach().requires_grad_()
+        dx, *dparams = torch.autograd.grad(layer(x_in), [x_in, *params], dy, allow_unused=True)
+    return x, dx, list(zip(params, dparams, strict=True))
+
+
+class _CouplingStackFunction(torch.autograd.Function):
+    """The coupling layers of a NICE as one autograd node that saves only their output.
+
+    inputs: x, the NICE, then the couplings' parameters that require grad.
+    """
+
+    @staticmethod
+    def forward(ctx, x, model, *params):
+        for layer in model.couplings:
+            x = layer(x)
+        ctx.model = model
+        ctx.params = params
+        ctx.save_for_backward(x)
+        return x
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        (y,) = ctx.saved_tensors
+        index = {id(p): k for k, p in enumerate(ctx.params)}
+        param_grads = [None] * len(ctx.params)
+        for layer in reversed(ctx.model.couplings):
+            y, dy, grads = _coupling_backward(layer, y, dy)
+            for p, grad in grads:
+                k = index.get(id(p))
+                if k is not None and grad is not None:
+                    param_grads[k] = grad if param_grads[k] is None else param_grads[k] + grad
+        return dy if ctx.needs_input_grad[0] else None, None, *param_grads
+
+
+@torch._dynamo.disable
+def _memory_efficient_couplings(model, x, params):
+    # a graph break under torch.compile, as for ReversibleSequential
+    return _CouplingStackFunction.apply(x, model, *params)
 
 
 class NICE(nn.Module):
@@ -24,6 +97,9 @@ class NICE(nn.Module):
         num_couplings: number of additive coupling layers.
         hidden, num_hidden_layers: the width and depth of each coupling network.
         prior: 'logistic' or 'gaussian'.
+        memory_efficient: True keeps only the coupling layers' output for backward, whatever
+            their number, and recomputes every layer's input (its inverse) and its coupling
+            network's activations in the backward; False is ordinary autograd.
 
     Shapes: x and z are (B, D); log_prob gives (B,) in nats.
 
@@ -33,7 +109,15 @@ class NICE(nn.Module):
         >>> samples = model.sample(16)
     """
 
-    def __init__(self, dim, num_couplings=4, hidden=1000, num_hidden_layers=5, prior="logistic"):
+    def __init__(
+        self,
+        dim,
+        num_couplings=4,
+        hidden=1000,
+        num_hidden_layers=5,
+        prior="logistic",
+        memory_efficient=False,
+    ):
         super().__init__()
         if prior not in PRIORS:
             raise ValueError(f"NICE: prior must be one of {PRIORS}, got {prior!r}")
@@ -41,6 +125,7 @@ class NICE(nn.Module):
             raise ValueError(f"NICE: dim must be an int >= 2, got {dim!r}")
         self.dim = dim
         self.prior = prior
+        self.memory_efficient = bool(memory_efficient)
         self.couplings = nn.ModuleList(
             AdditiveCoupling(dim, hidden, num_hidden_layers, "odd-even", parity=i % 2)
             for i in range(num_couplings)
@@ -56,8 +141,12 @@ class NICE(nn.Module):
     def forward(self, x):
         """x (B, D) -> (z (B, D), log|det J| (B,))."""
         self._check(x, "x")
-        for layer in self.couplings:
-            x = layer(x)
+        params = [p for p in self.couplings.parameters() if p.requires_grad]
+        if self.memory_efficient and torch.is_grad_enabled() and (x.requires_grad or params):
+            x = _memory_efficient_couplings(self, x, params)
+        else:
+            for layer in self.couplings:
+                x = layer(x)
         return self.scaling(x)
 
     def inverse(self, z):

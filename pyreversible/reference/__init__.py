@@ -10,6 +10,7 @@ from pyreversible.reference.additive_coupling import (
 )
 from pyreversible.reference.causal_conv1d import causal_conv1d
 from pyreversible.reference.masked_conv2d import MASK_TYPES, conv_mask, masked_conv2d
+from pyreversible.reference.reversible_block import reversible_block, reversible_block_inverse
 from pyreversible.reference.sampling import inverse_cdf_sample
 from pyreversible.reference.wavenet_layer import wavenet_layer
 from pyreversible.reference.wavenet_step import pack_weights, wavenet_generate, wavenet_step
@@ -27,6 +28,8 @@ __all__ = [
     "pack_weights",
     "partition_merge",
     "partition_split",
+    "reversible_block",
+    "reversible_block_inverse",
     "wavenet_generate",
     "wavenet_layer",
     "wavenet_step",

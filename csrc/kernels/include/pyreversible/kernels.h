@@ -644,6 +644,46 @@ pyr_status pyr_wavenet_step_cuda(const pyr_wavenet_step_params* p);
 /* Bytes of workspace the CUDA kernel needs for these params. */
 size_t pyr_wavenet_step_cuda_workspace_bytes(const pyr_wavenet_step_params* p);
 
+/*
+ * The elementwise part of a reversible block (RevNet), y1 = x1 + F(x2), y2 = x2 + G(y1):
+ * one or two updates of (batch, dim) arrays in one pass,
+ *   out[t] = a[t] + sign[t] * c[t]   for each term t < num_terms.
+ * One term is a forward addition (y1 = x1 + F(x2)) or an inverse subtraction; two terms are a
+ * half-step of the memory-efficient backward: the inverse subtraction of one half,
+ * x2 = y2 - G(y1), with the gradient addition of the other, dy1 + (dG/dy1)^T dy2 (or
+ * x1 = y1 - F(x2) with dy2 + (dF/dx2)^T dy1). Every array has its own strides, so a half of a
+ * (batch, 2, dim) buffer is passed as it lies. out[t] may be a[t] itself (same pointer and
+ * strides: updated in place, which lets one buffer carry a whole sequence of blocks); it may
+ * not overlap any other array otherwise.
+ * Returns PYR_ERROR_INVALID_SIZE for a negative size or one too large to index (0 rows or
+ * features do nothing and read no pointer), PYR_ERROR_NULL_POINTER for a missing array,
+ * PYR_ERROR_INVALID_STRIDE for a negative stride, PYR_ERROR_INVALID_ARGUMENT for num_terms
+ * other than 1 or 2 or a sign other than +1 or -1, PYR_ERROR_UNSUPPORTED_DTYPE for a dtype
+ * other than float32 and float64 (CPU). CUDA: float16 and bfloat16 add in float32 and round once.
+ */
+typedef struct pyr_reversible_block_term {
+  const void* a;
+  int64_t stride_a_b, stride_a_d;
+  const void* c;
+  int64_t stride_c_b, stride_c_d;
+  void* out;
+  int64_t stride_out_b, stride_out_d;
+  int32_t sign; /* +1 or -1 */
+} pyr_reversible_block_term;
+
+typedef struct pyr_reversible_block_params {
+  int32_t dtype; /* pyr_dtype */
+  int32_t num_terms;
+  int64_t batch;
+  int64_t dim;
+  pyr_reversible_block_term terms[2];
+  int32_t num_threads; /* CPU: threads to use; 0 means the OpenMP runtime's default */
+  void* stream;        /* CUDA: a cudaStream_t, NULL for the default stream */
+} pyr_reversible_block_params;
+
+pyr_status pyr_reversible_block_cpu(const pyr_reversible_block_params* p);
+pyr_status pyr_reversible_block_cuda(const pyr_reversible_block_params* p);
+
 #ifdef __cplusplus
 }
 #endif
