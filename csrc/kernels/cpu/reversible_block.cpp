@@ -15,8 +15,6 @@
 namespace {
 
 using pyr_cpu::dispatch;
-using pyr_cpu::kMaxElements;
-using pyr_cpu::product_fits;
 using pyr_cpu::thread_count;
 
 // Elements per chunk of a row: 16 KiB of float32 per array, a few pages the prefetcher follows.
@@ -24,36 +22,6 @@ constexpr int64_t kChunk = 4096;
 
 // Below this many elements (per term) one thread does the pass.
 constexpr int64_t kParallelMin = int64_t(1) << 15;
-
-// Whether the farthest element of a (batch, dim) array with these strides is indexable.
-bool reach_fits(int64_t batch, int64_t dim, int64_t stride_b, int64_t stride_d) {
-  if (batch == 0 || dim == 0) return true;
-  return product_fits(batch - 1, stride_b) && product_fits(dim - 1, stride_d) &&
-         (batch - 1) * stride_b + (dim - 1) * stride_d <= kMaxElements;
-}
-
-pyr_status check(const pyr_reversible_block_params* p) {
-  if (p == nullptr) return PYR_ERROR_NULL_POINTER;
-  if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
-  if (p->num_terms != 1 && p->num_terms != 2) return PYR_ERROR_INVALID_ARGUMENT;
-  if (p->batch < 0 || p->dim < 0 || !product_fits(p->batch, p->dim)) return PYR_ERROR_INVALID_SIZE;
-  // empty arrays (whose pointers torch leaves null) are valid, and nothing is done
-  if (p->batch == 0 || p->dim == 0) return PYR_SUCCESS;
-  for (int t = 0; t < p->num_terms; ++t) {
-    const pyr_reversible_block_term& term = p->terms[t];
-    if (term.a == nullptr || term.c == nullptr || term.out == nullptr)
-      return PYR_ERROR_NULL_POINTER;
-    if (term.sign != 1 && term.sign != -1) return PYR_ERROR_INVALID_ARGUMENT;
-    const int64_t strides[6] = {term.stride_a_b, term.stride_a_d,   term.stride_c_b,
-                                term.stride_c_d, term.stride_out_b, term.stride_out_d};
-    for (int64_t s : strides)
-      if (s < 0) return PYR_ERROR_INVALID_STRIDE;
-    for (int k = 0; k < 3; ++k)
-      if (!reach_fits(p->batch, p->dim, strides[2 * k], strides[2 * k + 1]))
-        return PYR_ERROR_INVALID_SIZE;
-  }
-  return PYR_SUCCESS;
-}
 
 // Elements [begin, end) of row b of one term.
 template <typename T>
@@ -88,8 +56,36 @@ void reversible_block(const pyr_reversible_block_params* p) {
 
 }  // namespace
 
+namespace pyr_cpu {
+
+// Every check of the params but the dtype, shared with the CUDA entry point so that both refuse
+// the same arguments with the same codes.
+pyr_status check_reversible_block(const pyr_reversible_block_params* p) {
+  if (p->num_terms != 1 && p->num_terms != 2) return PYR_ERROR_INVALID_ARGUMENT;
+  for (int t = 0; t < p->num_terms; ++t)
+    if (p->terms[t].sign != 1 && p->terms[t].sign != -1) return PYR_ERROR_INVALID_ARGUMENT;
+  if (p->batch < 0 || p->dim < 0 || p->batch > kMaxElements || p->dim > kMaxElements ||
+      !product_fits(p->batch, p->dim))
+    return PYR_ERROR_INVALID_SIZE;
+  // empty arrays (whose pointers torch leaves null) are valid, and nothing is done
+  if (p->batch == 0 || p->dim == 0) return PYR_SUCCESS;
+  for (int t = 0; t < p->num_terms; ++t) {
+    const pyr_reversible_block_term& term = p->terms[t];
+    if (!term.a || !term.c || !term.out) return PYR_ERROR_NULL_POINTER;
+    if (!strides_ok({{p->batch, term.stride_a_b}, {p->dim, term.stride_a_d}}) ||
+        !strides_ok({{p->batch, term.stride_c_b}, {p->dim, term.stride_c_d}}) ||
+        !strides_ok({{p->batch, term.stride_out_b}, {p->dim, term.stride_out_d}}, true))
+      return PYR_ERROR_INVALID_STRIDE;
+  }
+  return PYR_SUCCESS;
+}
+
+}  // namespace pyr_cpu
+
 extern "C" pyr_status pyr_reversible_block_cpu(const pyr_reversible_block_params* p) {
-  if (pyr_status s = check(p)) return s;
+  if (!p) return PYR_ERROR_NULL_POINTER;
+  if (p->dtype != PYR_FLOAT32 && p->dtype != PYR_FLOAT64) return PYR_ERROR_UNSUPPORTED_DTYPE;
+  if (pyr_status s = pyr_cpu::check_reversible_block(p)) return s;
   if (p->batch == 0 || p->dim == 0) return PYR_SUCCESS;
   return dispatch(
       p->dtype, [&] { reversible_block<float>(p); }, [&] { reversible_block<double>(p); });

@@ -1,13 +1,19 @@
 // The elementwise part of a reversible block on CUDA GPUs: out[t] = a[t] + sign[t] * c[t] for one
-// or two terms in one launch. Semantics are those of cpu/reversible_block.cpp. The op is memory
-// bound: consecutive threads take consecutive features of a row, so the loads and stores of a
-// warp are coalesced when the rows have unit stride, and each thread does every term of its
-// elements, so one launch reads and writes each element once.
+// or two terms in one launch. Semantics, and the checks of the arguments (one function, but for
+// the dtypes), are those of cpu/reversible_block.cpp. The op is memory bound: consecutive
+// threads take consecutive features of a row, so the loads and stores of a warp are coalesced
+// when the rows have unit stride, and each thread does every term of its elements, so one
+// launch reads and writes each element once.
 #include <cuda_runtime.h>
 #include <stdint.h>
 
 #include "coupling_common.cuh"
 #include "pyreversible/kernels.h"
+
+namespace pyr_cpu {
+// csrc/kernels/cpu/reversible_block.cpp: every check of the params but the dtype.
+pyr_status check_reversible_block(const pyr_reversible_block_params* p);
+}  // namespace pyr_cpu
 
 namespace {
 
@@ -21,8 +27,6 @@ constexpr int kPerThread = 4;
 constexpr int64_t kTileD = kThreads * kPerThread;
 // The grid's y extent is capped by CUDA at 65535; further rows are strided over.
 constexpr int64_t kMaxGridY = 65535;
-// Bound on sizes and reaches, as on the CPU: far from overflowing the index arithmetic.
-constexpr int64_t kMaxElements = int64_t(1) << 50;
 
 template <typename T>
 struct Term {
@@ -65,34 +69,9 @@ __global__ void __launch_bounds__(kThreads) reversible_block_kernel(Args<T> args
   }
 }
 
-bool reach_fits(int64_t batch, int64_t dim, int64_t stride_b, int64_t stride_d) {
-  if (batch == 0 || dim == 0) return true;
-  if (stride_b > 0 && batch - 1 > kMaxElements / stride_b) return false;
-  if (stride_d > 0 && dim - 1 > kMaxElements / stride_d) return false;
-  return (batch - 1) * stride_b + (dim - 1) * stride_d <= kMaxElements;
-}
-
-pyr_status check(const pyr_reversible_block_params* p) {
-  if (p == nullptr) return PYR_ERROR_NULL_POINTER;
-  if (p->num_terms != 1 && p->num_terms != 2) return PYR_ERROR_INVALID_ARGUMENT;
-  if (p->batch < 0 || p->dim < 0 || p->batch > kMaxElements || p->dim > kMaxElements)
-    return PYR_ERROR_INVALID_SIZE;
-  // empty arrays (whose pointers torch leaves null) are valid, and nothing is done
-  if (p->batch == 0 || p->dim == 0) return PYR_SUCCESS;
-  for (int t = 0; t < p->num_terms; ++t) {
-    const pyr_reversible_block_term& term = p->terms[t];
-    if (term.a == nullptr || term.c == nullptr || term.out == nullptr)
-      return PYR_ERROR_NULL_POINTER;
-    if (term.sign != 1 && term.sign != -1) return PYR_ERROR_INVALID_ARGUMENT;
-    const int64_t strides[6] = {term.stride_a_b, term.stride_a_d,   term.stride_c_b,
-                                term.stride_c_d, term.stride_out_b, term.stride_out_d};
-    for (int64_t s : strides)
-      if (s < 0) return PYR_ERROR_INVALID_STRIDE;
-    for (int k = 0; k < 3; ++k)
-      if (!reach_fits(p->batch, p->dim, strides[2 * k], strides[2 * k + 1]))
-        return PYR_ERROR_INVALID_SIZE;
-  }
-  return PYR_SUCCESS;
+bool dtype_ok(int32_t dtype) {
+  return dtype == PYR_FLOAT32 || dtype == PYR_FLOAT64 || dtype == PYR_FLOAT16 ||
+         dtype == PYR_BFLOAT16;
 }
 
 template <typename T>
@@ -127,7 +106,9 @@ pyr_status run(const pyr_reversible_block_params* p) {
 }  // namespace
 
 extern "C" pyr_status pyr_reversible_block_cuda(const pyr_reversible_block_params* p) {
-  if (pyr_status s = check(p)) return s;
+  if (!p) return PYR_ERROR_NULL_POINTER;
+  if (!dtype_ok(p->dtype)) return PYR_ERROR_UNSUPPORTED_DTYPE;
+  if (pyr_status s = pyr_cpu::check_reversible_block(p)) return s;
   if (p->batch == 0 || p->dim == 0) return PYR_SUCCESS;
   switch (p->dtype) {
     case PYR_FLOAT32:

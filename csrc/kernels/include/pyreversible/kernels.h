@@ -656,10 +656,12 @@ size_t pyr_wavenet_step_cuda_workspace_bytes(const pyr_wavenet_step_params* p);
  * strides: updated in place, which lets one buffer carry a whole sequence of blocks); it may
  * not overlap any other array otherwise.
  * Returns PYR_ERROR_INVALID_SIZE for a negative size or one too large to index (0 rows or
- * features do nothing and read no pointer), PYR_ERROR_NULL_POINTER for a missing array,
- * PYR_ERROR_INVALID_STRIDE for a negative stride, PYR_ERROR_INVALID_ARGUMENT for num_terms
- * other than 1 or 2 or a sign other than +1 or -1, PYR_ERROR_UNSUPPORTED_DTYPE for a dtype
- * other than float32 and float64 (CPU). CUDA: float16 and bfloat16 add in float32 and round once.
+ * features do nothing and read no pointer or stride), PYR_ERROR_NULL_POINTER for a missing
+ * array, PYR_ERROR_INVALID_STRIDE for a layout no buffer can have (the rules above; out[t] is an
+ * output, in place too), PYR_ERROR_INVALID_ARGUMENT for num_terms other than 1 or 2 or a sign
+ * other than +1 or -1 among the num_terms terms, PYR_ERROR_UNSUPPORTED_DTYPE for a dtype other
+ * than float32 and float64 (CPU). CUDA: float16 and bfloat16 add in float32 and round once; the
+ * same checks otherwise. A term past num_terms is not read.
  */
 typedef struct pyr_reversible_block_term {
   const void* a;
