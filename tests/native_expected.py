@@ -25,6 +25,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from pyreversible import reference  # noqa: E402
 from pyreversible.ops.additive_coupling import partition_layout  # noqa: E402
+from pyreversible.reference.reversible_block import (  # noqa: E402
+    reversible_block_bwd,
+    reversible_block_fwd,
+)
 from pyreversible.reference.wavenet_step import new_queue  # noqa: E402
 
 DATA = os.path.join(os.path.dirname(HERE), "csrc", "tests", "data")
@@ -343,6 +347,47 @@ def wavenet_step_cases(g):
     return cases
 
 
+def reversible_block_cases(g):
+    # pyr_reversible_block_cpu as the two torch ops call it: one term (fwd) or two (bwd), out of
+    # place or each output written over its first operand (the in-place steps of a sequence)
+    cases = []
+    for name, batch, dim, sign, in_place in [
+        ("add", 3, 5, 1, False),
+        ("subtract_one_row", 1, 7, -1, False),
+        ("subtract_in_place", 4, 3, -1, True),
+        ("add_past_a_chunk", 2, 4099, 1, False),
+    ]:
+        if dim > 4096:
+            # past one CPU chunk of 4096 features: small integers keep the file short
+            x, shift = (torch.randint(-9, 10, (batch, dim), generator=g).double() for _ in range(2))
+        else:
+            x, shift = _inputs(g, (batch, dim), (batch, dim))
+        case = Case("reversible_block_fwd", name)
+        for field, value in [("batch", batch), ("dim", dim), ("sign", sign)]:
+            case.int(field, value)
+        case.int("in_place", in_place)
+        case.tensor("x", x)
+        case.tensor("shift", shift)
+        case.tensor("out", reversible_block_fwd(x, shift, sign))
+        cases.append(case)
+
+    for name, batch, dim, in_place in [
+        ("half_step", 3, 6, False),
+        ("half_step_in_place", 2, 5, True),
+    ]:
+        y, shift, dy, grad = _inputs(g, *[(batch, dim)] * 4)
+        x, dx = reversible_block_bwd(y, shift, dy, grad)
+        case = Case("reversible_block_bwd", name)
+        for field, value in [("batch", batch), ("dim", dim), ("in_place", in_place)]:
+            case.int(field, value)
+        for field, value in [("y", y), ("shift", shift), ("dy", dy), ("grad", grad)]:
+            case.tensor(field, value)
+        case.tensor("x", x)
+        case.tensor("dx", dx)
+        cases.append(case)
+    return cases
+
+
 # One entry per op: the file it writes and the function that makes its cases.
 OPS = {
     "additive_coupling": additive_coupling_cases,
@@ -350,6 +395,7 @@ OPS = {
     "masked_conv2d": masked_conv2d_cases,
     "wavenet_layer": wavenet_layer_cases,
     "wavenet_step": wavenet_step_cases,
+    "reversible_block": reversible_block_cases,
 }
 
 

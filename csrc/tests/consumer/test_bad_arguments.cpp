@@ -621,6 +621,96 @@ void test_wavenet_step(Arena& arena) {
          PYR_SUCCESS);
 }
 
+// The elementwise kernel of a reversible block with two terms, as the backward half-step runs
+// it: the first out of place over a half of a (batch, 2, dim) buffer, the second in place over
+// a column-major array with a broadcast (all strides 0) input. 0 rows or features are valid
+// and read no pointer; a term past num_terms is never read.
+void test_reversible_block(Arena& arena) {
+  const int64_t batch = 3, dim = 5;
+  pyr_reversible_block_params p{};
+  p.dtype = PYR_FLOAT64;
+  p.num_terms = 2;
+  p.batch = batch, p.dim = dim;
+  pyr_reversible_block_term& half = p.terms[0];
+  half.a = arena.get(batch * 2 * dim) + dim, half.stride_a_b = 2 * dim, half.stride_a_d = 1;
+  half.c = arena.get(batch * dim), half.stride_c_b = dim, half.stride_c_d = 1;
+  half.out = arena.get(batch * dim), half.stride_out_b = dim, half.stride_out_d = 1;
+  half.sign = -1;
+  pyr_reversible_block_term& in_place = p.terms[1];
+  double* dx = arena.get(batch * dim);
+  in_place.a = dx, in_place.stride_a_b = 1, in_place.stride_a_d = batch;
+  in_place.c = arena.get(1), in_place.stride_c_b = 0, in_place.stride_c_d = 0;
+  in_place.out = dx, in_place.stride_out_b = 1, in_place.stride_out_d = batch;
+  in_place.sign = 1;
+  using P = pyr_reversible_block_params;
+  std::vector<Bad<P>> bads;
+  add_dtype_faults(bads);
+  bads.push_back({"dtype 99, batch 0", PYR_ERROR_UNSUPPORTED_DTYPE, [](P& p) {
+                    p.dtype = 99;
+                    p.batch = 0;
+                  }});
+  bads.push_back({"batch -1", PYR_ERROR_INVALID_SIZE, [](P& p) { p.batch = -1; }});
+  bads.push_back({"dim -4", PYR_ERROR_INVALID_SIZE, [](P& p) { p.dim = -4; }});
+  bads.push_back({"dim 2^60", PYR_ERROR_INVALID_SIZE, [](P& p) { p.dim = int64_t(1) << 60; }});
+  bads.push_back(
+      {"batch * dim past 2^50", PYR_ERROR_INVALID_SIZE, [](P& p) { p.batch = int64_t(1) << 48; }});
+  bads.push_back({"num_terms 0", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.num_terms = 0; }});
+  bads.push_back({"num_terms 3", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.num_terms = 3; }});
+  bads.push_back(
+      {"terms[0].sign 0", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.terms[0].sign = 0; }});
+  bads.push_back(
+      {"terms[1].sign -2", PYR_ERROR_INVALID_ARGUMENT, [](P& p) { p.terms[1].sign = -2; }});
+  bads.push_back({"terms[1].sign 2, dim 0", PYR_ERROR_INVALID_ARGUMENT, [](P& p) {
+                    p.terms[1].sign = 2;
+                    p.dim = 0;
+                  }});
+  bads.push_back({"terms[0].a NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.terms[0].a = nullptr; }});
+  bads.push_back({"terms[1].c NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.terms[1].c = nullptr; }});
+  bads.push_back(
+      {"terms[0].out NULL", PYR_ERROR_NULL_POINTER, [](P& p) { p.terms[0].out = nullptr; }});
+  bads.push_back({"terms[0].stride_a_b -1", PYR_ERROR_INVALID_STRIDE,
+                  [](P& p) { p.terms[0].stride_a_b = -1; }});
+  bads.push_back({"terms[1].stride_out_d -5", PYR_ERROR_INVALID_STRIDE,
+                  [](P& p) { p.terms[1].stride_out_d = -5; }});
+  bads.push_back({"terms[0].stride_c_d 2^62", PYR_ERROR_INVALID_STRIDE,
+                  [](P& p) { p.terms[0].stride_c_d = kHuge; }});
+  // each dimension's reach within 2^50, their sum past it
+  bads.push_back({"terms[1].stride_a_b 2^49, reach 2^50 + 12", PYR_ERROR_INVALID_STRIDE,
+                  [](P& p) { p.terms[1].stride_a_b = int64_t(1) << 49; }});
+  bads.push_back({"terms[0].stride_out_d 0 (output)", PYR_ERROR_INVALID_STRIDE,
+                  [](P& p) { p.terms[0].stride_out_d = 0; }});
+  bads.push_back({"terms[1].stride_out_b 0 (output, in place)", PYR_ERROR_INVALID_STRIDE,
+                  [](P& p) { p.terms[1].stride_out_b = p.terms[1].stride_a_b = 0; }});
+  run("pyr_reversible_block_cpu", pyr_reversible_block_cpu, p, bads, false);
+  run("pyr_reversible_block_cuda", pyr_reversible_block_cuda, p, bads, true);
+
+  // nothing to do: every pointer may be NULL (torch leaves empty tensors' pointers null)
+  const pyr_status done = pyr_built_with_cuda() ? PYR_SUCCESS : PYR_ERROR_NOT_BUILT;
+  P empty{};
+  empty.dtype = PYR_FLOAT32, empty.num_terms = 2, empty.batch = 0, empty.dim = 4;
+  empty.terms[0].sign = empty.terms[1].sign = 1;
+  expect("pyr_reversible_block_cpu", "batch 0, no pointers", pyr_reversible_block_cpu(&empty),
+         PYR_SUCCESS);
+  expect("pyr_reversible_block_cuda", "batch 0, no pointers", pyr_reversible_block_cuda(&empty),
+         done);
+  empty.batch = 2, empty.dim = 0;
+  expect("pyr_reversible_block_cpu", "dim 0, no pointers", pyr_reversible_block_cpu(&empty),
+         PYR_SUCCESS);
+  expect("pyr_reversible_block_cuda", "dim 0, no pointers", pyr_reversible_block_cuda(&empty),
+         done);
+  // a term past num_terms is not read, and a row's stride is not used when there is one row
+  P one = p;
+  one.num_terms = 1;
+  one.terms[1] = pyr_reversible_block_term{};
+  one.terms[1].stride_a_b = -1, one.terms[1].sign = 0;
+  expect("pyr_reversible_block_cpu", "one term, terms[1] unset", pyr_reversible_block_cpu(&one),
+         PYR_SUCCESS);
+  one.batch = 1;
+  one.terms[0].stride_a_b = kHuge, one.terms[0].stride_out_b = 0;
+  expect("pyr_reversible_block_cpu", "one row, any row strides", pyr_reversible_block_cpu(&one),
+         PYR_SUCCESS);
+}
+
 }  // namespace
 
 int main() {
@@ -639,6 +729,7 @@ int main() {
   test_masked_conv2d(arena);
   test_wavenet_layer(arena);
   test_wavenet_step(arena);
+  test_reversible_block(arena);
 
   std::printf("%d checks, %d failures\n", checks, failures);
   return failures ? 1 : 0;

@@ -664,6 +664,60 @@ static void run_wavenet_step(const test_case* c, const run_config* rc) {
   release(t, 3), release(w, (int)p.num_weights);
 }
 
+/* The reversible block's kernel, pyr_reversible_block_cpu, as the two torch ops call it. In
+   place (in_place 1), each output is written over its first operand, which must then hold it. */
+static void set_term(pyr_reversible_block_term* term, const tensor* a, const tensor* c,
+                     const tensor* out, int32_t sign) {
+  term->a = a->data, term->stride_a_b = a->strides[0], term->stride_a_d = a->strides[1];
+  term->c = c->data, term->stride_c_b = c->strides[0], term->stride_c_d = c->strides[1];
+  term->out = out->data, term->stride_out_b = out->strides[0], term->stride_out_d = out->strides[1];
+  term->sign = sign;
+}
+
+/* one term: out = x + sign * shift */
+static void run_reversible_block_fwd(const test_case* c, const run_config* rc) {
+  const int in_place = (int)get_int(c, "in_place");
+  tensor t[3] = {make(c, "x", rc->dtype, rc->spread, 0), make(c, "shift", rc->dtype, rc->spread, 0),
+                 make(c, "out", rc->dtype, rc->spread, 1)};
+  tensor* out = in_place ? &t[0] : &t[2];
+  pyr_reversible_block_params p;
+  memset(&p, 0, sizeof(p));
+  p.dtype = rc->dtype;
+  p.num_terms = 1;
+  p.batch = get_int(c, "batch");
+  p.dim = get_int(c, "dim");
+  set_term(&p.terms[0], &t[0], &t[1], out, (int32_t)get_int(c, "sign"));
+  p.num_threads = rc->threads;
+  expect_success(c, pyr_reversible_block_cpu(&p));
+  out->ref = t[2].ref;
+  check(c, rc, out);
+  release(t, 3);
+}
+
+/* two terms, the backward half-step: x = y - shift and dx = dy + grad */
+static void run_reversible_block_bwd(const test_case* c, const run_config* rc) {
+  const int in_place = (int)get_int(c, "in_place");
+  const char* names[] = {"y", "shift", "dy", "grad", "x", "dx"};
+  tensor t[6];
+  for (int i = 0; i < 6; ++i) t[i] = make(c, names[i], rc->dtype, rc->spread, i >= 4);
+  tensor* x = in_place ? &t[0] : &t[4];
+  tensor* dx = in_place ? &t[2] : &t[5];
+  pyr_reversible_block_params p;
+  memset(&p, 0, sizeof(p));
+  p.dtype = rc->dtype;
+  p.num_terms = 2;
+  p.batch = get_int(c, "batch");
+  p.dim = get_int(c, "dim");
+  set_term(&p.terms[0], &t[0], &t[1], x, -1);
+  set_term(&p.terms[1], &t[2], &t[3], dx, 1);
+  p.num_threads = rc->threads;
+  expect_success(c, pyr_reversible_block_cpu(&p));
+  x->ref = t[4].ref, dx->ref = t[5].ref;
+  check(c, rc, x);
+  check(c, rc, dx);
+  release(t, 6);
+}
+
 /* Every entry point the data files name, and the function that runs one of its cases. A new
    kernel adds its cases to tests/native_expected.py and one line here. */
 static const struct {
@@ -680,12 +734,14 @@ static const struct {
     {"wavenet_layer_fwd", run_wavenet_layer_fwd},
     {"wavenet_layer_bwd", run_wavenet_layer_bwd},
     {"wavenet_step", run_wavenet_step},
+    {"reversible_block_fwd", run_reversible_block_fwd},
+    {"reversible_block_bwd", run_reversible_block_bwd},
 };
 #define NUM_RUNNERS (sizeof(RUNNERS) / sizeof(RUNNERS[0]))
 
 /* The data files, one per op: a new op appends its name here. */
-static const char* OPS[] = {"additive_coupling", "causal_conv1d", "masked_conv2d", "wavenet_layer",
-                            "wavenet_step"};
+static const char* OPS[] = {"additive_coupling", "causal_conv1d", "masked_conv2d",
+                            "wavenet_layer",     "wavenet_step",  "reversible_block"};
 
 int main(int argc, char** argv) {
   if (argc != 2) {
