@@ -16,6 +16,7 @@ which passed with the observed errors 5-50x below it.
 import copy
 import os
 import tempfile
+import time
 
 import pytest
 import torch
@@ -268,6 +269,11 @@ def _ddp_worker(rank, world_size, path, state, x, cotangent):
         ((ddp(shard) * cotangent).sum() * world_size / x.shape[0]).backward()
         grads = [p.grad for p in model.parameters()]
         torch.save(grads, f"{path}.grads{rank}")
+        # DDP's reducer goes first, while the group it holds is still registered. Were it the
+        # last owner, the group's destructor would run under the GIL in the reducer's
+        # deallocation and wait for gloo's worker thread, which may need the GIL to free its
+        # last allreduce: a deadlock that hung this test about one run in three (torch 2.13).
+        del ddp
     finally:
         dist.destroy_process_group()
 
@@ -280,7 +286,14 @@ def test_ddp_gloo_two_processes_equal_one_process():
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "rendezvous")
         args = (2, path, model.state_dict(), x, cotangent)
-        mp.spawn(_ddp_worker, args=args, nprocs=2, join=True)
+        workers = mp.spawn(_ddp_worker, args=args, nprocs=2, join=False)
+        # a hang fails the test instead of stalling the run
+        deadline = time.monotonic() + 120
+        while not workers.join(timeout=1):
+            if time.monotonic() > deadline:
+                for process in workers.processes:
+                    process.kill()
+                pytest.fail("the DDP workers did not finish within 120 s")
         per_rank = [torch.load(f"{path}.grads{r}") for r in range(2)]
     ((model(x) * cotangent).sum() / x.shape[0]).backward()
     for p, g0, g1 in zip(model.parameters(), *per_rank, strict=True):
