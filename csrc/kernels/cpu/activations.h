@@ -19,7 +19,7 @@ T sigmoid(T v) {
 typedef Vec<float>::type VF;
 constexpr int kLanesF = kLanes<float>;
 
-// exp of 8 floats at once: libm's expf is scalar, and through it the gate's two exponentials
+// exp of a vector of floats: libm's expf is scalar, and through it the gate's two exponentials
 // per element took a quarter of the forward's time at the benchmark's size. 2^n e^r with
 // n = round(v / ln 2) and a degree-6 polynomial for e^r on |r| <= ln 2 / 2, good to about 2
 // ulp. Computed for v clamped to where 2^n is a normal float; past the ends the result is 0
@@ -32,7 +32,7 @@ inline VF exp_vec(VF v) {
   v = v > hi ? hi : v;
   v = v < lo ? lo : v;
   const VF fn = v * 1.44269504088896341f + 0.5f;
-  typedef int32_t VI __attribute__((vector_size(32)));
+  typedef int32_t VI __attribute__((vector_size(kVecBytes)));
   VI n = __builtin_convertvector(fn, VI);
   VF nf = __builtin_convertvector(n, VF);
   // the conversion truncates toward zero; this makes it the floor

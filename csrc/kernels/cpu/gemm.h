@@ -1,8 +1,9 @@
 // A small register-blocked GEMM for the CPU kernels: C = init + A B, optionally followed by
 // ReLU. A is read through two element strides (so it can be a matrix or a transposed one without
 // a copy), B row-major with contiguous columns, C row-major. Written with GCC vector extensions:
-// with -march=native on an AVX2 machine each vector is one ymm register and the multiply-add
-// contracts to an FMA; elsewhere the compiler lowers the same code to what the target has.
+// with -march=native each vector is one zmm register on an AVX-512 machine and one ymm register
+// on an AVX2 machine, and the multiply-add contracts to an FMA; elsewhere the compiler lowers the
+// same code to what the target has.
 #pragma once
 
 #include <algorithm>
@@ -11,30 +12,37 @@
 
 namespace pyr_cpu {
 
-// 32-byte vectors: one AVX register, two SSE/NEON ones.
+// Bytes of one vector: a zmm register where the target has AVX-512, else 32 bytes (one AVX
+// register, two SSE/NEON ones).
+#ifdef __AVX512F__
+constexpr int kVecBytes = 64;
+#else
+constexpr int kVecBytes = 32;
+#endif
+
 template <typename T>
 struct Vec;
 template <>
 struct Vec<float> {
-  typedef float type __attribute__((vector_size(32)));
+  typedef float type __attribute__((vector_size(kVecBytes)));
 };
 template <>
 struct Vec<double> {
-  typedef double type __attribute__((vector_size(32)));
+  typedef double type __attribute__((vector_size(kVecBytes)));
 };
 
 template <typename T>
-constexpr int kLanes = 32 / sizeof(T);
+constexpr int kLanes = kVecBytes / sizeof(T);
 
 // The micro-kernel's tile: MR rows of A times NR columns of B. 6 x 2 accumulators, two B vectors
-// and one broadcast use 15 of the 16 AVX2 registers, and 12 FMAs per step of k hide the load
-// latency of the two B vectors.
+// and one broadcast use 15 of the 16 AVX2 registers (of the 32 of AVX-512), and 12 FMAs per step
+// of k hide the load latency of the two B vectors.
 constexpr int kMR = 6;
 template <typename T>
 constexpr int kNR = 2 * kLanes<T>;
 
 // Blocking of k (so that a KC x NR panel of B stays near L1 while rows of A go past it) and of
-// the rows of A (so that an MC x KC block of A stays in L2). Chosen by measurement on Zen 3.
+// the rows of A (so that an MC x KC block of A stays in L2). Chosen by measurement on Zen 3 (AVX2).
 constexpr int64_t kKC = 512;
 constexpr int64_t kMC = 96;
 

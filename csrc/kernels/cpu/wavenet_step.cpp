@@ -9,11 +9,12 @@
 // touches (the taps, z, the gate, the skip sum, the head's activations, the CDF) is a few KB of
 // per-thread scratch that never leaves L1.
 //
-// The floors at batch 1 on one Zen 3 core (2.45 GHz, AVX2): 0.87 M multiply-adds at 16 per
-// cycle is 22 us a step; reading the 3.47 MB of matrices from L3 at the 50 GB/s that a plain
-// streaming loop reaches there is about 70 us, so the read is the bound. Over many steps the
-// matrices are therefore re-laid once per call into one arena of 64-column panels in the order
-// of use (see run()), which the hardware prefetchers stream best.
+// The floors at batch 1 on one core: 0.87 M multiply-adds at 16 per cycle (AVX2; 32 with
+// AVX-512) is 22 us a step at 2.45 GHz; reading the 3.47 MB of matrices from L3 takes 70 us at
+// the 50 GB/s a plain streaming loop reached on a Zen 3 core and 115 us at the 30 GB/s it
+// reached on a Xeon core with AVX-512, so the read is the bound. Over many steps the matrices
+// are therefore re-laid once per call into one arena of 64-column panels in the order of use
+// (see run()), which the hardware prefetchers stream best.
 //
 // The gate uses the vector tanh and sigmoid of cpu/activations.h: measured against double over
 // [-20, 20], at most 3.3 ulp (tanh, absolute 9e-8) and 2.5 ulp (sigmoid) from the exact values.
@@ -65,6 +66,11 @@ struct Net {
 
 typedef int64_t Index;
 
+// Columns of one panel of a matrix laid out for streaming (see run()).
+constexpr Index kPanel = 64;
+// From this many steps on, a call lays the matrices out in panels first.
+constexpr Index kPanelSteps = 16;
+
 // y[b, c] += sum_i x[b * ldx + i] w[i * ldw + c] for NB batch rows and CW vectors of columns,
 // the partial sums in registers: a weight row is loaded once and meets every batch row.
 template <typename T, int NB, int CW>
@@ -87,13 +93,14 @@ inline void product_tile(Index k, const T* x, Index ldx, const T* w, Index ldw, 
 }
 
 // The columns [c0, c1) of NB batch rows: blocks of as many vectors as the registers hold for
-// NB rows (8 at one row: eight independent FMA chains cover the FMA latency), then single
-// vectors, then the columns left over one by one.
+// NB rows and a panel's width allows (at one row up to 8: independent FMA chains that cover the
+// FMA latency; 4 of 16 floats fill a panel of 64 columns), then single vectors, then the
+// columns left over one by one.
 template <typename T, int NB>
 inline void product_rows(Index k, const T* x, Index ldx, const T* w, Index ldw, T* y, Index ldy,
                          Index c0, Index c1) {
   constexpr int L = kLanes<T>;
-  constexpr int CW = NB == 1 ? 8 : NB <= 3 ? 4 : 2;
+  constexpr int CW = NB == 1 ? std::min<int>(8, kPanel / L) : NB <= 3 ? 4 : 2;
   Index c = c0;
   for (; c + CW * L <= c1; c += CW * L) product_tile<T, NB, CW>(k, x, ldx, w + c, ldw, y + c, ldy);
   for (; c + L <= c1; c += L) product_tile<T, NB, 1>(k, x, ldx, w + c, ldw, y + c, ldy);
@@ -132,11 +139,6 @@ void product(Index rows, Index k, const T* x, Index ldx, const T* w, Index n, T*
                            n, y + r * ldy, ldy, c, c1);
   }
 }
-
-// Columns of one panel of a matrix laid out for streaming (see run()).
-constexpr Index kPanel = 64;
-// From this many steps on, a call lays the matrices out in panels first.
-constexpr Index kPanelSteps = 16;
 
 // product() over a matrix stored as panels of `panel` columns, each (k, width) row-major and
 // the panels one after the other; panel 0 is the plain row-major layout.
