@@ -28,8 +28,9 @@ STEP_BACKENDS = [b for b in BACKENDS if b in _BACKENDS.get(DEVICE, ())]
 # the logits, and the CDF with them, differ by up to the float16 tolerance)
 TIE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-2, torch.bfloat16: 5e-2}
 
-# (B, C, R, G, S, K, dilations, cond, temperature): batch 1, 5 and 9 (2 threads on a 2-core
-# machine: 9 gives them 5 and 4 rows, past the tiles of up to 3 rows), K 1, 2 and 3, odd sizes
+# (B, C, R, G, S, K, dilations, cond, temperature): batch 1, 5, 9 and 16 (2 threads on a 2-core
+# machine: 9 gives them 5 and 4 rows, past the tiles of up to 3 rows; 16 gives them 8, a tile of
+# 6 rows and one of 2 with AVX-512), K 1, 2 and 3, odd sizes
 # that leave vector tails (R 9, 2G 34), widths past a 64-column panel with tails (2G 72, S 66,
 # C 70), with and without conditioning, temperature != 1.
 CASES = [
@@ -38,6 +39,7 @@ CASES = [
     (1, 11, 9, 17, 10, 3, [2, 1], True, 1.3),
     (9, 70, 20, 36, 66, 2, [1, 2, 4, 8], False, 1.0),
     (2, 7, 4, 4, 6, 1, [1, 1], True, 2.0),
+    (16, 70, 20, 36, 66, 2, [1, 2], True, 1.0),
 ]
 CASE_IDS = [
     "B{}-C{}-R{}-G{}-S{}-K{}-d{}-cond{}-T{}".format(*c[:6], len(c[6]), *c[7:]) for c in CASES
