@@ -93,15 +93,15 @@ inline void product_tile(Index k, const T* x, Index ldx, const T* w, Index ldw, 
     for (int c = 0; c < CW; ++c) store_vec(y + b * ldy + c * L, acc[b][c]);
 }
 
-// The columns [c0, c1) of NB batch rows: blocks of as many vectors as the registers hold for
-// NB rows and a panel's width allows (at one row up to 8: independent FMA chains that cover the
-// FMA latency; 4 of 16 floats fill a panel of 64 columns; 4 up to 6 rows with AVX-512's 32
-// registers, else 2 past 3 rows), then single vectors, then the columns left over one by one.
+// The columns [c0, c1) of NB batch rows: blocks of CW vectors, then single vectors, then the
+// columns left over one by one. At one row CW is up to 8 (independent FMA chains that cover the
+// FMA latency) as a panel's width allows (4 vectors of 16 floats fill a panel of 64 columns);
+// from 2 rows on it is 4, NB x 4 accumulators for NB up to kTileRows.
 template <typename T, int NB>
 inline void product_rows(Index k, const T* x, Index ldx, const T* w, Index ldw, T* y, Index ldy,
                          Index c0, Index c1) {
   constexpr int L = kLanes<T>;
-  constexpr int CW = NB == 1 ? std::min<int>(8, kPanel / L) : NB <= 3 || kVecBytes == 64 ? 4 : 2;
+  constexpr int CW = NB == 1 ? std::min<int>(8, kPanel / L) : 4;
   Index c = c0;
   for (; c + CW * L <= c1; c += CW * L) product_tile<T, NB, CW>(k, x, ldx, w + c, ldw, y + c, ldy);
   for (; c + L <= c1; c += L) product_tile<T, NB, 1>(k, x, ldx, w + c, ldw, y + c, ldy);
