@@ -19,8 +19,10 @@ LAYER_BACKENDS = [b for b in BACKENDS if b in _BACKENDS.get(DEVICE, ())]
 INTERPRETED = DEVICE == "cpu"
 
 # (B, R, G, S, T, K, dilation, C_local, C_global): together they cover K 1, 2, 3, dilations
-# 1, 2, 7, 512 (some reaching back further than the whole sequence), T 1, 63, 129, batch 1 and
-# 3, and no, local, global and both conditionings (C = 0 for none).
+# 1, 2, 7, 100, 512 (some reaching back further than the whole sequence), T 1, 63, 129, 1000,
+# batch 1 and 3, and no, local, global and both conditionings (C = 0 for none). T 1000 with
+# dilation 100 and K 3 splits the C++ backward's batch row into chunks whose taps reach
+# several tiles past their end.
 CASES = [
     (1, 3, 2, 5, 1, 1, 1, 0, 0),
     (3, 4, 3, 6, 63, 2, 1, 3, 0),
@@ -30,6 +32,7 @@ CASES = [
     (1, 8, 6, 3, 129, 2, 512, 4, 1),
     (3, 3, 2, 5, 63, 1, 7, 1, 0),
     (3, 16, 16, 32, 129, 2, 2, 0, 0),
+    (1, 8, 8, 8, 1000, 3, 100, 2, 1),
 ]
 CASE_IDS = ["B{}-R{}-G{}-S{}-T{}-K{}-d{}-local{}-global{}".format(*c) for c in CASES]
 

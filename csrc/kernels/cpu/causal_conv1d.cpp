@@ -26,12 +26,15 @@
 
 #include "cpu/common.h"
 #include "cpu/gemm.h"
+#include "cpu/taps.h"
 #include "pyreversible/kernels.h"
 
 namespace {
 
 using pyr_cpu::Buffer;
 using pyr_cpu::dispatch;
+using pyr_cpu::drop_taps_past_end;
+using pyr_cpu::gather_taps;
 using pyr_cpu::gemm;
 using pyr_cpu::Gemm;
 using pyr_cpu::gemm_scratch_size;
@@ -85,32 +88,6 @@ pyr_status check_shape(const P* p) {
       !product_fits(std::max(ci, p->out_channels / p->groups) * p->kernel_size, 1024))
     return PYR_ERROR_INVALID_SIZE;
   return PYR_SUCCESS;
-}
-
-// Gathers the taps of `channels` rows of src (channel stride sc, time stride st) for the nt time
-// steps from t0: row i * K + k of `tile` holds src[i, t0 + n + direction * shift(k)], and 0
-// where that time is outside [0, length). direction -1 reads the past (the forward's x), +1
-// the future (the backward's dy).
-template <typename T>
-void gather_taps(const T* src, int64_t sc, int64_t st, int64_t channels, const Shape& s, int64_t t0,
-                 int64_t nt, int64_t direction, T* tile, int64_t ld) {
-  for (int64_t k = 0; k < s.taps; ++k) {
-    const int64_t start = t0 + direction * s.shift(k);
-    // the columns n whose time start + n lies inside the sequence: [lo, hi)
-    const int64_t lo = std::min(nt, std::max<int64_t>(0, -start));
-    const int64_t hi = std::max(lo, std::min(nt, s.length - start));
-    for (int64_t i = 0; i < channels; ++i) {
-      T* row = tile + (i * s.taps + k) * ld;
-      const T* in = src + i * sc;
-      std::fill(row, row + lo, T(0));
-      if (st == 1) {
-        std::memcpy(row + lo, in + start + lo, (hi - lo) * sizeof(T));
-      } else {
-        for (int64_t n = lo; n < hi; ++n) row[n] = in[(start + n) * st];
-      }
-      std::fill(row + hi, row + nt, T(0));
-    }
-  }
 }
 
 // dst[r, n] (strides sr, sn) = src[r * ld + n] for a rows by nt block: a tile computed in a
@@ -379,20 +356,7 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
         const T* w_g = w_t.data() + g * s.ci * rows_dy;
         Gemm<T> gm{s.ci, nt, rows_dy, w_g, rows_dy, 1, taps_dy, ld, c, ldc, nullptr, false};
         gemm(gm, scratch);
-        // the GEMM gives the taps that read past the end of dy w * 0; the reference has no such
-        // terms (it pads only the past), so with a NaN or infinite weight the steps they reach
-        // are recomputed without them.
-        if (!finite_weight) {
-          const int64_t first = std::max<int64_t>(0, s.length - s.shift(0) - t0);
-          for (int64_t i = 0; i < s.ci; ++i)
-            for (int64_t n = first; n < nt; ++n) {
-              T sum = 0;
-              for (int64_t r = 0; r < rows_dy; ++r)
-                if (t0 + n + s.shift(r % s.taps) < s.length)
-                  sum += w_g[i * rows_dy + r] * taps_dy[r * ld + n];
-              c[i * ldc + n] = sum;
-            }
-        }
+        if (!finite_weight) drop_taps_past_end(w_g, s.ci, s.co, taps_dy, ld, s, t0, nt, c, ldc);
         if (!direct) scatter_tile(out, ld, s.ci, nt, dxt, p->stride_dx_c, p->stride_dx_t);
       }
 

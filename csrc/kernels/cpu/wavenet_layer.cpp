@@ -34,13 +34,16 @@
 #include "cpu/activations.h"
 #include "cpu/common.h"
 #include "cpu/gemm.h"
+#include "cpu/taps.h"
 #include "pyreversible/kernels.h"
 
 namespace {
 
 using pyr_cpu::Buffer;
 using pyr_cpu::dispatch;
+using pyr_cpu::drop_taps_past_end;
 using pyr_cpu::gate_halves;
+using pyr_cpu::gather_taps;
 using pyr_cpu::gemm;
 using pyr_cpu::Gemm;
 using pyr_cpu::gemm_scratch_size;
@@ -53,6 +56,7 @@ using pyr_cpu::store_vec;
 using pyr_cpu::strides_ok;
 using pyr_cpu::thread_count;
 using pyr_cpu::time_tile;
+using pyr_cpu::transpose;
 
 // Bytes of one thread's tile buffers: about its share of L2.
 constexpr int64_t kTileBudget = 512 * 1024;
@@ -117,23 +121,6 @@ void store_tile(const T* tile, int64_t ld, int64_t rows, int64_t nt, T* dst, int
       std::memcpy(dst + r * sr, tile + r * ld, nt * sizeof(T));
     } else {
       for (int64_t n = 0; n < nt; ++n) dst[r * sr + n * st] = tile[r * ld + n];
-    }
-  }
-}
-
-// Gathers the taps of x's channels (strides sc, st) for the nt time steps from t0: row
-// i * K + k of `tile` holds x[i, t0 + n - shift(k)], and 0 where that time is before 0.
-template <typename T>
-void gather_taps(const T* x, int64_t sc, int64_t st, const Shape& s, int64_t t0, int64_t nt,
-                 T* tile, int64_t ld) {
-  for (int64_t k = 0; k < s.taps; ++k) {
-    const int64_t start = t0 - s.shift(k);
-    // the columns n whose time start + n is not before 0: [lo, nt)
-    const int64_t lo = std::min(nt, std::max<int64_t>(0, -start));
-    for (int64_t i = 0; i < s.residual; ++i) {
-      T* row = tile + (i * s.taps + k) * ld;
-      std::fill(row, row + lo, T(0));
-      load_tile(x + i * sc + (start + lo) * st, 0, st, 1, nt - lo, row + lo, ld);
     }
   }
 }
@@ -207,7 +194,8 @@ void layer_fwd(const pyr_wavenet_layer_params* p) {
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t b = item / tiles, t0 = item % tiles * tile, nt = std::min(tile, s.length - t0);
-      gather_taps(x + b * p->stride_x_b, p->stride_x_c, p->stride_x_t, s, t0, nt, in, ld);
+      gather_taps(x + b * p->stride_x_b, p->stride_x_c, p->stride_x_t, s.residual, s, t0, nt, -1,
+                  in, ld);
       if (s.local)
         load_tile(local + b * p->stride_local_b + t0 * p->stride_local_t, p->stride_local_c,
                   p->stride_local_t, s.local, nt, in + s.residual * s.taps * ld, ld);
@@ -243,17 +231,33 @@ void layer_fwd(const pyr_wavenet_layer_params* p) {
   }
 }
 
+// Chunks per batch row for the backward, so that batch * chunks items share out evenly over the
+// threads: the fewest within 10% of an even share (every chunk after a row's first costs dz
+// recomputed over the reach of the taps past its end), at most one per tile.
+int64_t chunks_per_row(int64_t batch, int64_t tiles, int threads) {
+  const double even = static_cast<double>(batch) / threads;
+  for (int64_t c = 1; c < tiles; ++c) {
+    const double load = static_cast<double>((batch * c + threads - 1) / threads) / c;
+    if (load <= 1.1 * even) return c;
+  }
+  return tiles;
+}
+
 template <typename T>
 void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   const Shape s = shape_of(p);
   const int64_t gg = 2 * s.gate, out_rows = s.out_rows(), T_len = s.length;
+  const int64_t rows_x = s.residual * s.taps, rows_dz = gg * s.taps;
   const T* z_saved = static_cast<const T*>(p->gate_input);
+  const T* x = static_cast<const T*>(p->x);
+  const T* conv_w = static_cast<const T*>(p->conv_weight);
   const T* local = static_cast<const T*>(p->local_cond);
   const T* local_w = static_cast<const T*>(p->local_weight);
   const T* global = static_cast<const T*>(p->global_cond);
   const T* global_w = static_cast<const T*>(p->global_weight);
   const T* dx_next = static_cast<const T*>(p->dx_next);
   const T* dskip = static_cast<const T*>(p->dskip);
+  T* dx = static_cast<T*>(p->dx);
   T* dlocal = static_cast<T*>(p->dlocal_cond);
 
   std::vector<T> w_out(static_cast<size_t>(out_rows * s.gate));
@@ -267,40 +271,67 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   const bool want_db_out = p->dskip_bias || p->dresidual_bias;
   const bool want_dw_local = s.local && p->dlocal_weight;
   const bool want_dlocal = s.local && dlocal;
+  const bool want_dw_conv = p->dconv_weight != nullptr;
   const bool want_dz_sum = s.global && (p->dglobal_cond || p->dglobal_weight);
-  // what is computed follows from the gradients asked for: dz feeds the conditioning's and the
-  // convolution's gradients, the gate (da, tanh, sigmoid) feeds dz and a for [dW_s; dW_r];
+  // dz summed over time, per batch row: the global conditioning's gradients and db_conv.
+  const bool want_dz_rows = want_dz_sum || p->dconv_bias;
+  // what is computed follows from the gradients asked for: dz feeds the convolution's and the
+  // conditioning's gradients, the gate (da, tanh, sigmoid) feeds dz and a for [dW_s; dW_r];
   // [db_s; db_r] needs neither.
-  const bool want_conv = p->dx || p->dconv_weight || p->dconv_bias;
-  const bool want_dz = want_conv || want_dw_local || want_dlocal || want_dz_sum;
+  const bool want_dz = dx || want_dw_conv || want_dz_rows || want_dw_local || want_dlocal;
   const bool want_gate = want_dz || want_dw_out;
   if (!want_gate && !want_db_out) return;
 
-  // dz for every (batch row, channel, time), the input of the second pass.
-  std::unique_ptr<T[]> dz(want_dz ? new T[s.batch * gg * T_len] : nullptr);
+  // dx = W_conv^T (the future taps of dz) takes the weight as (R, 2G K): w_t[i][o K + k] =
+  // W_conv[o][i][k].
+  std::vector<T> w_t(dx ? static_cast<size_t>(s.residual * rows_dz) : 0);
+  for (int64_t o = 0; o < gg && dx; ++o)
+    for (int64_t i = 0; i < s.residual; ++i)
+      for (int64_t k = 0; k < s.taps; ++k)
+        w_t[i * rows_dz + o * s.taps + k] = conv_w[(o * s.residual + i) * s.taps + k];
+  bool finite_weight = true;
+  for (const T w : w_t) finite_weight = finite_weight && std::isfinite(w);
 
   const int threads_wanted = thread_count(p->num_threads);
-  const int64_t tile_rows = out_rows + 2 * s.gate + 2 * s.local;
+  const int64_t taps_rows = std::max(dx ? rows_dz : 0, want_dw_conv ? rows_x : 0);
+  const int64_t tile_rows = out_rows + 3 * s.gate + s.residual + 2 * gg + taps_rows + 2 * s.local;
   const int64_t tile = time_tile<T>(tile_rows, s.length, s.batch, kTileBudget, threads_wanted);
   const int64_t tiles = (T_len + tile - 1) / tile;
-  const int64_t items = s.batch * tiles;
+  const int64_t per_row = chunks_per_row(s.batch, tiles, threads_wanted);
+  const int64_t chunk_tiles = (tiles + per_row - 1) / per_row;
+  const int64_t chunks = (tiles + chunk_tiles - 1) / chunk_tiles;
+  const int64_t items = s.batch * chunks;
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, items));
   const int64_t ld = leading_dim<T>(tile);
+  // dx at t reads dz up to t + reach. A chunk's tiles run forward in time, each dx tile as
+  // soon as the dz it reads is there; past the chunk's end, the tiles of the reach are
+  // recomputed (for dz alone). A ring of whole tiles keeps dz from the oldest dx tile still
+  // waiting to the newest tile done: time t is in column t % width.
+  const int64_t reach = dx ? s.shift(0) : 0;
+  const int64_t ring_tiles = std::min(tiles, 1 + (reach + tile - 1) / tile);
+  const int64_t width = ring_tiles * tile, ldr = leading_dim<T>(width);
 
-  // per thread: the tile of [dskip; dx_next], da, a transposed (time, channel), c_local's tile
-  // transposed and a dc_local tile, the product of one tile for a weight gradient, a row of
-  // tanh and one of sigmoid, the GEMM scratch, then the partial sums of [dW_s; dW_r], [db_s; db_r],
-  // dW_local and dz over time.
-  const int64_t size_dout = out_rows * ld, size_da = s.gate * ld, size_at = ld * s.gate;
-  const int64_t size_ct = s.local ? ld * s.local : 0, size_dc = s.local ? s.local * ld : 0;
-  const int64_t size_prod = std::max(out_rows * s.gate, gg * s.local);
-  const int64_t size_dw_out = out_rows * s.gate, size_db_out = out_rows;
-  const int64_t size_dw_local = gg * s.local, size_dz_sum = want_dz_sum ? s.batch * gg : 0;
-  const int64_t size_parts = size_dw_out + size_db_out + size_dw_local + size_dz_sum;
-  const int64_t per_thread = size_dout + size_da + size_at + size_ct + size_dc + size_prod +
-                             2 * ld + gemm_scratch_size<T>() + size_parts;
+  // per thread: the tile of [dskip; dx_next], da, a transposed (time, channel), the ring of dz,
+  // the gathered taps (of dz for dx, of x for dW_conv), dz's tile transposed, a dx tile,
+  // c_local's tile transposed and a dc_local tile, a row of tanh and one of sigmoid, the GEMM
+  // scratch, then the partial sums of [dW_s; dW_r], [db_s; db_r], dW_local, dz over time and
+  // dW_conv (as (R K, 2G)).
+  const int64_t size_dout = out_rows * ld, size_da = s.gate * ld;
+  const int64_t size_at = want_dw_out ? ld * s.gate : 0, size_ring = want_dz ? gg * ldr : 0;
+  const int64_t size_taps = taps_rows * ld, size_dzt = want_dw_conv ? ld * gg : 0;
+  const int64_t size_dxt = dx ? s.residual * ld : 0;
+  const int64_t size_ct = want_dw_local ? ld * s.local : 0,
+                size_dc = want_dlocal ? s.local * ld : 0;
+  const int64_t size_dw_out = want_dw_out ? out_rows * s.gate : 0, size_db_out = out_rows;
+  const int64_t size_dw_local = gg * s.local, size_dz_rows = want_dz_rows ? s.batch * gg : 0;
+  const int64_t size_dw_conv = want_dw_conv ? rows_x * gg : 0;
+  const int64_t size_parts =
+      size_dw_out + size_db_out + size_dw_local + size_dz_rows + size_dw_conv;
+  const int64_t per_thread = size_dout + size_da + size_at + size_ring + size_taps + size_dzt +
+                             size_dxt + size_ct + size_dc + 2 * ld + gemm_scratch_size<T>() +
+                             size_parts;
   const int64_t offset_parts = per_thread - size_parts;
-  std::unique_ptr<T[]> work(new T[per_thread * threads]);
+  Buffer<T> work(static_cast<size_t>(per_thread * threads));
   for (int t = 0; t < threads; ++t)
     std::fill_n(work.get() + t * per_thread + offset_parts, size_parts, T(0));
 
@@ -309,30 +340,35 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
     T* dout = work.get() + omp_get_thread_num() * per_thread;
     T* da = dout + size_dout;
     T* at = da + size_da;
-    T* ct = at + size_at;
+    T* ring = at + size_at;
+    T* taps = ring + size_ring;
+    T* dzt = taps + size_taps;
+    T* dxt = dzt + size_dzt;
+    T* ct = dxt + size_dxt;
     T* dc = ct + size_ct;
-    T* prod = dc + size_dc;
-    T* th = prod + size_prod;
+    T* th = dc + size_dc;
     T* sg = th + ld;
     T* scratch = sg + ld;
     T* part_dw_out = scratch + gemm_scratch_size<T>();
     T* part_db_out = part_dw_out + size_dw_out;
     T* part_dw_local = part_db_out + size_db_out;
-    T* part_dz_sum = part_dw_local + size_dw_local;
+    T* part_dz_rows = part_dw_local + size_dw_local;
+    T* part_dw_conv = part_dz_rows + size_dz_rows;
 
-#pragma omp for schedule(static)
-    for (int64_t item = 0; item < items; ++item) {
-      const int64_t b = item / tiles, t0 = item % tiles * tile, nt = std::min(tile, T_len - t0);
+    // Tile j of batch row b: dz into the ring and, when the tile is the chunk's own (not one
+    // of the reach past its end), its share of every gradient but dx.
+    auto dz_tile = [&](int64_t b, int64_t j, bool own) {
+      const int64_t t0 = j * tile, nt = std::min(tile, T_len - t0);
       load_tile(dskip + b * p->stride_dskip_b + t0 * p->stride_dskip_t, p->stride_dskip_c,
                 p->stride_dskip_t, s.skip, nt, dout, ld);
       load_tile(dx_next + b * p->stride_dx_next_b + t0 * p->stride_dx_next_t, p->stride_dx_next_c,
                 p->stride_dx_next_t, s.residual, nt, dout + s.skip * ld, ld);
-      for (int64_t r = 0; r < out_rows && want_db_out; ++r) {
+      for (int64_t r = 0; r < out_rows && own && want_db_out; ++r) {
         T sum = 0;
         for (int64_t n = 0; n < nt; ++n) sum += dout[r * ld + n];
         part_db_out[r] += sum;
       }
-      if (!want_gate) continue;
+      if (!want_gate) return;
 
       // da = [W_s; W_r]^T [dskip; dx_next]: the stacked weight read transposed in place.
       Gemm<T> gda{s.gate, nt, out_rows, w_out.data(), 1, s.gate, dout, ld, da, ld, nullptr, false};
@@ -340,36 +376,35 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
 
       // the gate's derivative, with a (for the weight gradients) recomputed from z on the way.
       const T* zb = z_saved + b * gg * T_len + t0;
-      T* dzb = want_dz ? dz.get() + b * gg * T_len + t0 : nullptr;
+      T* dz = ring + t0 % width;
       for (int64_t i = 0; i < s.gate; ++i) {
-        const T* zf = zb + i * T_len;
-        const T* zg = zb + (s.gate + i) * T_len;
-        gate_halves(zf, zg, th, sg, nt);
+        gate_halves(zb + i * T_len, zb + (s.gate + i) * T_len, th, sg, nt);
         if (want_dz) {
-          T* dzf = dzb + i * T_len;
-          T* dzg = dzb + (s.gate + i) * T_len;
+          T* dzf = dz + i * ldr;
+          T* dzg = dz + (s.gate + i) * ldr;
           for (int64_t n = 0; n < nt; ++n) {
             const T d = da[i * ld + n];
             dzf[n] = d * sg[n] * (T(1) - th[n] * th[n]);
             dzg[n] = d * th[n] * sg[n] * (T(1) - sg[n]);
           }
         }
-        if (want_dw_out)
+        if (own && want_dw_out)
           for (int64_t n = 0; n < nt; ++n) at[n * s.gate + i] = th[n] * sg[n];
       }
+      if (!own) return;
 
       if (want_dw_out) {
         // [dW_s; dW_r] += [dskip; dx_next] a^T over the tile
-        Gemm<T> gw{out_rows, s.gate, nt, dout, ld, 1, at, s.gate, prod, s.gate, nullptr, false};
+        Gemm<T> gw{out_rows, s.gate,      nt,     dout,    ld,    1,   at,
+                   s.gate,   part_dw_out, s.gate, nullptr, false, true};
         gemm(gw, scratch);
-        for (int64_t j = 0; j < size_dw_out; ++j) part_dw_out[j] += prod[j];
       }
 
-      if (want_dz_sum)
+      if (want_dz_rows)
         for (int64_t o = 0; o < gg; ++o) {
           T sum = 0;
-          for (int64_t n = 0; n < nt; ++n) sum += dzb[o * T_len + n];
-          part_dz_sum[b * gg + o] += sum;
+          for (int64_t n = 0; n < nt; ++n) sum += dz[o * ldr + n];
+          part_dz_rows[b * gg + o] += sum;
         }
 
       if (want_dw_local) {
@@ -378,19 +413,78 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
           for (int64_t n = 0; n < nt; ++n)
             ct[n * s.local + c] = lc[c * p->stride_local_c + n * p->stride_local_t];
         // dW_local += dz c_local^T over the tile
-        Gemm<T> gw{gg, s.local, nt, dzb, T_len, 1, ct, s.local, prod, s.local, nullptr, false};
+        Gemm<T> gw{gg,      s.local,       nt,      dz,      ldr,   1,   ct,
+                   s.local, part_dw_local, s.local, nullptr, false, true};
         gemm(gw, scratch);
-        for (int64_t j = 0; j < size_dw_local; ++j) part_dw_local[j] += prod[j];
       }
 
       if (want_dlocal) {
         // dc_local = W_local^T dz: W_local (2G, C_local) read transposed in place
-        Gemm<T> gc{s.local, nt, gg, local_w, 1, s.local, dzb, T_len, dc, ld, nullptr, false};
+        Gemm<T> gc{s.local, nt, gg, local_w, 1, s.local, dz, ldr, dc, ld, nullptr, false};
         gemm(gc, scratch);
-        T* dl = dlocal + b * p->stride_dlocal_b + t0 * p->stride_dlocal_t;
-        for (int64_t c = 0; c < s.local; ++c)
-          for (int64_t n = 0; n < nt; ++n)
-            dl[c * p->stride_dlocal_c + n * p->stride_dlocal_t] = dc[c * ld + n];
+        store_tile(dc, ld, s.local, nt, dlocal + b * p->stride_dlocal_b + t0 * p->stride_dlocal_t,
+                   p->stride_dlocal_c, p->stride_dlocal_t);
+      }
+
+      if (want_dw_conv) {
+        // dW_conv (as (R K, 2G)) += the past taps of x times dz^T over the tile
+        gather_taps(x + b * p->stride_x_b, p->stride_x_c, p->stride_x_t, s.residual, s, t0, nt, -1,
+                    taps, ld);
+        transpose(dz, ldr, gg, nt, dzt, gg);
+        Gemm<T> gw{rows_x, gg, nt, taps, ld, 1, dzt, gg, part_dw_conv, gg, nullptr, false, true};
+        gemm(gw, scratch);
+      }
+    };
+
+    // dx's tile j of batch row b: W_conv^T (the future taps of dz, from the ring) + dx_next.
+    auto dx_tile = [&](int64_t b, int64_t j) {
+      const int64_t t0 = j * tile, nt = std::min(tile, T_len - t0);
+      for (int64_t k = 0; k < s.taps; ++k) {
+        const int64_t start = t0 + s.shift(k);
+        const int64_t hi = std::max<int64_t>(0, std::min(nt, T_len - start));
+        for (int64_t o = 0; o < gg; ++o) {
+          T* row = taps + (o * s.taps + k) * ld;
+          for (int64_t n = 0; n < hi;) {
+            const int64_t col = (start + n) % width, count = std::min(hi - n, width - col);
+            std::memcpy(row + n, ring + o * ldr + col, count * sizeof(T));
+            n += count;
+          }
+          std::fill(row + hi, row + nt, T(0));
+        }
+      }
+      Gemm<T> gx{s.residual, nt, rows_dz, w_t.data(), rows_dz, 1,
+                 taps,       ld, dxt,     ld,         nullptr, false};
+      gemm(gx, scratch);
+      if (!finite_weight)
+        drop_taps_past_end(w_t.data(), s.residual, gg, taps, ld, s, t0, nt, dxt, ld);
+      const T* dn = dx_next + b * p->stride_dx_next_b + t0 * p->stride_dx_next_t;
+      for (int64_t i = 0; i < s.residual; ++i) {
+        T* row = dxt + i * ld;
+        const T* in = dn + i * p->stride_dx_next_c;
+        if (p->stride_dx_next_t == 1) {
+          for (int64_t n = 0; n < nt; ++n) row[n] += in[n];
+        } else {
+          for (int64_t n = 0; n < nt; ++n) row[n] += in[n * p->stride_dx_next_t];
+        }
+      }
+      store_tile(dxt, ld, s.residual, nt, dx + b * p->stride_dx_b + t0 * p->stride_dx_t,
+                 p->stride_dx_c, p->stride_dx_t);
+    };
+
+    // a chunk's tiles run forward in time, then the tiles of the reach past its end; dx's
+    // tiles follow as soon as the ring holds the dz they read.
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / chunks, first = item % chunks * chunk_tiles;
+      const int64_t end = std::min(tiles, first + chunk_tiles);
+      const int64_t reach_end = std::min(tiles, (end * tile + reach + tile - 1) / tile);
+      int64_t next_dx = first;
+      for (int64_t j = first; j < reach_end; ++j) {
+        dz_tile(b, j, j < end);
+        const int64_t done = std::min(T_len, (j + 1) * tile);
+        while (dx && next_dx < end &&
+               std::min(T_len, std::min((next_dx + 1) * tile, T_len) + reach) <= done)
+          dx_tile(b, next_dx++);
       }
     }
   }
@@ -398,11 +492,13 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   // the partial sums of every thread, added up.
   std::vector<T> sums(static_cast<size_t>(size_parts), T(0));
   for (int t = 0; t < threads; ++t)
-    for (int64_t j = 0; j < size_parts; ++j) sums[j] += work[t * per_thread + offset_parts + j];
+    for (int64_t j = 0; j < size_parts; ++j)
+      sums[j] += work.get()[t * per_thread + offset_parts + j];
   const T* dw_out = sums.data();
   const T* db_out = dw_out + size_dw_out;
   const T* dw_local = db_out + size_db_out;
-  const T* dz_sum = dw_local + size_dw_local;
+  const T* dz_rows = dw_local + size_dw_local;
+  const T* dw_conv = dz_rows + size_dz_rows;
   if (p->dskip_weight) std::copy_n(dw_out, s.skip * s.gate, static_cast<T*>(p->dskip_weight));
   if (p->dresidual_weight)
     std::copy_n(dw_out + s.skip * s.gate, s.residual * s.gate,
@@ -411,6 +507,19 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
   if (p->dresidual_bias)
     std::copy_n(db_out + s.skip, s.residual, static_cast<T*>(p->dresidual_bias));
   if (want_dw_local) std::copy_n(dw_local, size_dw_local, static_cast<T*>(p->dlocal_weight));
+  if (want_dw_conv) {
+    T* dw = static_cast<T*>(p->dconv_weight);
+    for (int64_t o = 0; o < gg; ++o)
+      for (int64_t r = 0; r < rows_x; ++r) dw[o * rows_x + r] = dw_conv[r * gg + o];
+  }
+  if (p->dconv_bias) {
+    T* db = static_cast<T*>(p->dconv_bias);
+    for (int64_t o = 0; o < gg; ++o) {
+      T sum = 0;
+      for (int64_t b = 0; b < s.batch; ++b) sum += dz_rows[b * gg + o];
+      db[o] = sum;
+    }
+  }
 
   // the global conditioning: its projection is constant over time, so its gradients take dz
   // summed over time, (batch, 2G), a small product done here.
@@ -419,7 +528,7 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
     for (int64_t b = 0; b < s.batch; ++b)
       for (int64_t c = 0; c < s.global; ++c) {
         T sum = 0;
-        for (int64_t o = 0; o < gg; ++o) sum += global_w[o * s.global + c] * dz_sum[b * gg + o];
+        for (int64_t o = 0; o < gg; ++o) sum += global_w[o * s.global + c] * dz_rows[b * gg + o];
         dg[b * s.global + c] = sum;
       }
   }
@@ -429,48 +538,9 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
       for (int64_t c = 0; c < s.global; ++c) {
         T sum = 0;
         for (int64_t b = 0; b < s.batch; ++b)
-          sum += dz_sum[b * gg + o] * global[b * p->stride_global_b + c * p->stride_global_c];
+          sum += dz_rows[b * gg + o] * global[b * p->stride_global_b + c * p->stride_global_c];
         dgw[o * s.global + c] = sum;
       }
-  }
-
-  // the second pass: the causal convolution's backward on dz gives dx (without the residual
-  // path), dW_conv and db_conv; dx_next, the residual path's gradient, is added to dx after.
-  if (!want_conv) return;
-  pyr_causal_conv1d_bwd_params c{};
-  c.dtype = p->dtype;
-  c.batch = s.batch;
-  c.in_channels = s.residual;
-  c.out_channels = gg;
-  c.length = T_len;
-  c.kernel_size = s.taps;
-  c.dilation = s.dilation;
-  c.groups = 1;
-  c.x = p->x;
-  c.stride_x_b = p->stride_x_b;
-  c.stride_x_c = p->stride_x_c;
-  c.stride_x_t = p->stride_x_t;
-  c.weight = p->conv_weight;
-  c.dy = dz.get();
-  c.stride_dy_b = gg * T_len;
-  c.stride_dy_c = T_len;
-  c.stride_dy_t = 1;
-  c.dx = p->dx;
-  c.stride_dx_b = p->stride_dx_b;
-  c.stride_dx_c = p->stride_dx_c;
-  c.stride_dx_t = p->stride_dx_t;
-  c.dweight = p->dconv_weight;
-  c.dbias = p->dconv_bias;
-  c.num_threads = p->num_threads;
-  if (pyr_status status = pyr_causal_conv1d_bwd_cpu(&c)) throw status;
-  if (!p->dx) return;
-  T* dx = static_cast<T*>(p->dx);
-#pragma omp parallel for num_threads(threads_wanted) schedule(static)
-  for (int64_t r = 0; r < s.batch * s.residual; ++r) {
-    const int64_t b = r / s.residual, i = r % s.residual;
-    T* dxr = dx + b * p->stride_dx_b + i * p->stride_dx_c;
-    const T* dn = dx_next + b * p->stride_dx_next_b + i * p->stride_dx_next_c;
-    for (int64_t t = 0; t < T_len; ++t) dxr[t * p->stride_dx_t] += dn[t * p->stride_dx_next_t];
   }
 }
 
