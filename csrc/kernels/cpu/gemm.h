@@ -79,6 +79,9 @@ struct Gemm {
   // C += A B instead of C = A B (the bias is then ignored): a sum over blocks of k computed by
   // separate calls, such as a weight gradient over several blocks of the batch.
   bool accumulate = false;
+  // Row k of B at b + b_rows[k] instead of b + k * ldb: a B stacked from shifted windows of one
+  // buffer, such as every tap of a convolution in one product.
+  const int64_t* b_rows = nullptr;
 };
 
 // One MR x NR tile of C over kc steps of k, b a packed panel (NR columns, zero-padded past the
@@ -164,23 +167,25 @@ inline void micro_kernel_rows(int mr, int64_t kc, const T* a, int64_t sam, int64
   }
 }
 
-// Copies kc rows of n_valid <= NR columns of B into a contiguous panel, zeroing the columns past
-// n_valid. Read straight from B, the kc rows of a panel lie ldb apart, and when that distance is
-// a multiple of a page fraction they all fall into a few sets of L1 and evict each other; the
-// packed panel is one contiguous kc * NR block that stays in cache while the rows of A go past.
-template <typename T>
-inline void pack_panel(int64_t kc, const T* b, int64_t ldb, int n_valid, T* panel) {
+// Copies kc rows of n_valid <= NR columns of B, row p starting at row(p), into a contiguous
+// panel, zeroing the columns past n_valid. Read straight from B, the kc rows of a panel lie ldb
+// apart, and when that distance is a multiple of a page fraction they all fall into a few sets
+// of L1 and evict each other; the packed panel is one contiguous kc * NR block that stays in
+// cache while the rows of A go past.
+template <typename T, typename Row>
+inline void pack_panel(int64_t kc, Row row, int n_valid, T* panel) {
   constexpr int NR = kNR<T>;
   constexpr int L = kLanes<T>;
   if (n_valid == NR) {
     for (int64_t p = 0; p < kc; ++p) {
-      store_vec(panel + p * NR, load_vec(b + p * ldb));
-      store_vec(panel + p * NR + L, load_vec(b + p * ldb + L));
+      const T* b = row(p);
+      store_vec(panel + p * NR, load_vec(b));
+      store_vec(panel + p * NR + L, load_vec(b + L));
     }
     return;
   }
   for (int64_t p = 0; p < kc; ++p) {
-    std::memcpy(panel + p * NR, b + p * ldb, n_valid * sizeof(T));
+    std::memcpy(panel + p * NR, row(p), n_valid * sizeof(T));
     std::fill(panel + p * NR + n_valid, panel + (p + 1) * NR, T(0));
   }
 }
@@ -199,7 +204,11 @@ inline void gemm_block(const Gemm<T>& g, int64_t m0, int64_t mc, int64_t k0, int
   const bool relu = g.relu && k0 + kc == g.k;
   for (int64_t n0 = 0; n0 < g.n; n0 += NR) {
     const int n_valid = static_cast<int>(std::min<int64_t>(NR, g.n - n0));
-    pack_panel(kc, g.b + k0 * g.ldb + n0, g.ldb, n_valid, panel);
+    const T* b = g.b + n0;
+    if (g.b_rows)
+      pack_panel(kc, [&](int64_t p) { return b + g.b_rows[k0 + p]; }, n_valid, panel);
+    else
+      pack_panel(kc, [&](int64_t p) { return b + (k0 + p) * g.ldb; }, n_valid, panel);
     for (int64_t i = m0; i < m0 + mc; i += kMR) {
       const int mr = static_cast<int>(std::min<int64_t>(kMR, m0 + mc - i));
       micro_kernel_rows<T>(mr, kc, g.a + i * g.sam + k0 * g.sak, g.sam, g.sak, panel, NR,

@@ -6,14 +6,16 @@
 // a row pad its left edge and the right edge of the row above it. Output pixel (r, w) of the
 // tile is then grid column n = r * Wp + w, and for every tap (ky, kx) the input it reads is the
 // buffer shifted by ky * Wp + kx: a (channels x grid columns) matrix with contiguous columns,
-// which is what gemm() takes as B. One tap is one GEMM, W[:, :, ky, kx] (O x I) times that
-// window, accumulated into the tile's output; the c grid columns per row past the image's
-// width are computed and dropped (c / (W + c) of the work), the price of never copying a
-// window. The kept taps are the first ones in raster order, so the taps loop stops early and a
-// masked tap is never read.
+// which is what gemm() takes as B. The windows of every kept tap, stacked, are the B of one
+// GEMM with the kept taps of W side by side (O x taps I): gemm() reads B's rows through a table
+// of their offsets in the buffer, so a window is never copied but into the GEMM's own packed
+// panels, and a tile of the output stays in registers across all the taps. The c grid columns
+// per row past the image's width are computed and dropped (c / (W + c) of the work), the price
+// of never copying a window. The kept taps are the first ones in raster order, so a masked tap
+// is never read.
 //
 // The backward reads a tile's dy rows (and the c rows below them) into the same layout: dx is
-// the same sum over dy with the taps mirrored, and dW of a tap is dy's tile (O x grid columns,
+// the same product over dy with the taps mirrored, and dW of a tap is dy's tile (O x grid columns,
 // zero in the dropped columns) times the x window, read from a channels-last copy of the tile's
 // input so that its columns are contiguous. dW and db are summed over fixed runs of tiles, and
 // the runs' sums added in order at the end.
@@ -24,6 +26,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <new>
+#include <vector>
 
 #include "cpu/common.h"
 #include "cpu/gemm.h"
@@ -89,16 +92,18 @@ Tiling tiling(const Shape& s, int64_t channels, int64_t elem_bytes, int threads)
   return Tiling{rows, per_image, s.batch * per_image};
 }
 
-// The kept taps of the weight, tap-major: wt[(t * O + o) * I + i] = W[o, i, t / K, t % K], so
-// that a tap's (O x I) matrix is contiguous whatever the weight's strides.
+// The kept taps of the weight, whatever its strides, as the GEMMs take them: tap-major,
+// wt[(t * O + o) * I + i] = W[o, i, t / K, t % K], for dx (W^T with the taps stacked along k);
+// or output-major, wt[(o * taps + t) * I + i], for the forward (W with the taps stacked along k).
 template <typename T>
 void pack_weight(const T* w, int64_t so, int64_t si, int64_t sh, int64_t sw, const Shape& s,
-                 T* wt) {
+                 bool output_major, T* wt) {
   for (int64_t t = 0; t < s.taps; ++t) {
     const T* wtap = w + (t / s.k) * sh + (t % s.k) * sw;
-    for (int64_t o = 0; o < s.out_ch; ++o)
-      for (int64_t i = 0; i < s.in_ch; ++i)
-        wt[(t * s.out_ch + o) * s.in_ch + i] = wtap[o * so + i * si];
+    for (int64_t o = 0; o < s.out_ch; ++o) {
+      T* dst = wt + (output_major ? o * s.taps + t : t * s.out_ch + o) * s.in_ch;
+      for (int64_t i = 0; i < s.in_ch; ++i) dst[i] = wtap[o * so + i * si];
+    }
   }
 }
 
@@ -193,7 +198,7 @@ void masked_conv2d_fwd(const pyr_masked_conv2d_params* p) {
 
   Buffer<T> wt(static_cast<size_t>(s.taps * s.out_ch * s.in_ch));
   pack_weight(static_cast<const T*>(p->weight), p->stride_weight_o, p->stride_weight_i,
-              p->stride_weight_h, p->stride_weight_w, s, wt.get());
+              p->stride_weight_h, p->stride_weight_w, s, true, wt.get());
 
   const Tiling tl = tiling(s, s.in_ch + s.out_ch, sizeof(T), threads_wanted);
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, tl.count));
@@ -203,6 +208,11 @@ void masked_conv2d_fwd(const pyr_masked_conv2d_params* p) {
   const int64_t ld_y = leading_dim<T>(tl.rows * s.wp);
   const int64_t per_thread = s.in_ch * ld_x + s.out_ch * ld_y + gemm_scratch_size<T>();
   Buffer<T> work(static_cast<size_t>(per_thread * threads));
+  // every tap in one GEMM: row t * I + i of its B is input channel i's window for tap t.
+  std::vector<int64_t> windows(static_cast<size_t>(s.taps * s.in_ch));
+  for (int64_t t = 0; t < s.taps; ++t)
+    for (int64_t i = 0; i < s.in_ch; ++i)
+      windows[t * s.in_ch + i] = i * ld_x + (t / s.k) * s.wp + t % s.k;
 
 #pragma omp parallel num_threads(threads)
   {
@@ -222,15 +232,12 @@ void masked_conv2d_fwd(const pyr_masked_conv2d_params* p) {
 
       load_rows(x + b * p->stride_x_b, s.in_ch, p->stride_x_c, p->stride_x_h, p->stride_x_w,
                 h0 - s.c, rows + s.c, s, xbuf, ld_x);
-      for (int64_t t = 0; t < s.taps; ++t) {
-        const int64_t ky = t / s.k, kx = t % s.k;
-        // Y (O x n) = bias + sum over taps of W_t (O x I) times the window (I x n).
-        const T* w_tap = wt.get() + t * s.out_ch * s.in_ch;
-        Gemm<T> g = product(s.out_ch, n, s.in_ch, w_tap, s.in_ch, 1, xbuf + ky * s.wp + kx, ld_x,
-                            ybuf, ld_y, t > 0);
-        g.bias = t == 0 ? bias : nullptr;
-        gemm(g, scratch);
-      }
+      // Y (O x n) = bias + [W_0 .. W_taps-1] (O x taps I) times the windows stacked (taps I x n)
+      Gemm<T> g = product(s.out_ch, n, s.taps * s.in_ch, wt.get(), s.taps * s.in_ch, 1, xbuf, 0,
+                          ybuf, ld_y, false);
+      g.bias = bias;
+      g.b_rows = windows.data();
+      gemm(g, scratch);
       store_rows(ybuf, ld_y, s.out_ch, h0, rows, s, y + b * p->stride_y_b, p->stride_y_c,
                  p->stride_y_h, p->stride_y_w);
     }
@@ -258,7 +265,7 @@ void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
   Buffer<T> wt(static_cast<size_t>(std::max<int64_t>(1, dw_size)));
   if (want_dx)
     pack_weight(static_cast<const T*>(p->weight), p->stride_weight_o, p->stride_weight_i,
-                p->stride_weight_h, p->stride_weight_w, s, wt.get());
+                p->stride_weight_h, p->stride_weight_w, s, false, wt.get());
 
   const Tiling tl = tiling(s, s.out_ch + 2 * s.in_ch, sizeof(T), threads_wanted);
   const int threads = static_cast<int>(std::min<int64_t>(threads_wanted, tl.count));
@@ -279,6 +286,12 @@ void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
   // over work from another that the OS delays.
   const int64_t groups = std::min<int64_t>(tl.count, 2 * threads);
   Buffer<T> group_sums(static_cast<size_t>(groups * sums));
+  // dx(r, w) reads dy(r + c - ky, w + c - kx): every tap in one GEMM, row t * O + o of its B
+  // being dy channel o's window shifted the other way.
+  std::vector<int64_t> windows(static_cast<size_t>(s.taps * s.out_ch));
+  for (int64_t t = 0; t < s.taps; ++t)
+    for (int64_t o = 0; o < s.out_ch; ++o)
+      windows[t * s.out_ch + o] = o * ld_dy + (s.c - t / s.k) * s.wp + 2 * s.c - t % s.k;
 
 #pragma omp parallel num_threads(threads)
   {
@@ -306,16 +319,12 @@ void masked_conv2d_bwd(const pyr_masked_conv2d_bwd_params* p) {
         const T* dy_tile = dybuf + s.c;
 
         if (want_dx) {
-          // dx(r, w) reads dy(r + c - ky, w + c - kx): the dy buffer shifted the other way.
-          for (int64_t t = 0; t < s.taps; ++t) {
-            const int64_t ky = t / s.k, kx = t % s.k;
-            // dX (I x n) = sum over taps of W_t^T (I x O) times the mirrored dy window (O x n).
-            const T* w_tap = wt.get() + t * s.out_ch * s.in_ch;
-            const T* window = dybuf + (s.c - ky) * s.wp + 2 * s.c - kx;
-            const Gemm<T> g = product(s.in_ch, n, s.out_ch, w_tap, 1, s.in_ch, window, ld_dy, dxbuf,
-                                      ld_dx, t > 0);
-            gemm(g, scratch);
-          }
+          // dX (I x n) = [W_0^T .. W_taps-1^T] (I x taps O) times the mirrored dy windows
+          // stacked (taps O x n)
+          Gemm<T> g = product(s.in_ch, n, s.taps * s.out_ch, wt.get(), 1, s.in_ch, dybuf, 0, dxbuf,
+                              ld_dx, false);
+          g.b_rows = windows.data();
+          gemm(g, scratch);
           store_rows(dxbuf, ld_dx, s.in_ch, h0, rows, s, dx + b * p->stride_dx_b, p->stride_dx_c,
                      p->stride_dx_h, p->stride_dx_w);
         }
