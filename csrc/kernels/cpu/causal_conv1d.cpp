@@ -44,9 +44,11 @@ using pyr_cpu::kNR;
 using pyr_cpu::leading_dim;
 using pyr_cpu::load_vec;
 using pyr_cpu::product_fits;
+using pyr_cpu::row_sum;
 using pyr_cpu::strides_ok;
 using pyr_cpu::thread_count;
 using pyr_cpu::time_tile;
+using pyr_cpu::transpose;
 
 // Bytes of one thread's tile buffers: about its share of L2.
 constexpr int64_t kTileBudget = 256 * 1024;
@@ -318,14 +320,13 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
     finite_weight = finite_weight && std::isfinite(w[j]);
 
   // per thread: the gathered taps of dy (dx) and of x (dW), dy's tile transposed (dW), a dx
-  // tile when dx's time steps are not contiguous, the product of one tile (dW), the GEMM
-  // scratch, and the partial sums of dW and db.
+  // tile when dx's time steps are not contiguous, the GEMM scratch, and the partial sums of dW
+  // and db.
   const int64_t size_dy = dx ? rows_dy * ld : 0, size_x = dw ? rows_x * ld : 0;
   const int64_t size_dyt = dw ? ld * s.co : 0, size_out = dx && !direct ? s.ci * ld : 0;
-  const int64_t size_prod = dw ? rows_x * s.co : 0;
   const int64_t size_dw = dw ? weight_size : 0, size_db = db ? s.out_channels : 0;
-  const int64_t per_thread = size_dy + size_x + size_dyt + size_out + size_prod +
-                             gemm_scratch_size<T>() + size_dw + size_db;
+  const int64_t per_thread =
+      size_dy + size_x + size_dyt + size_out + gemm_scratch_size<T>() + size_dw + size_db;
   const int64_t offset_dw = per_thread - size_dw - size_db, offset_db = per_thread - size_db;
   // zeroed: the partial sums start at zero.
   std::vector<T> work(static_cast<size_t>(per_thread * threads));
@@ -336,8 +337,7 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
     T* taps_x = taps_dy + size_dy;
     T* dyt = taps_x + size_x;
     T* out = dyt + size_dyt;
-    T* prod = out + size_out;
-    T* scratch = prod + size_prod;
+    T* scratch = out + size_out;
     T* part_dw = taps_dy + offset_dw;
     T* part_db = taps_dy + offset_db;
 
@@ -360,28 +360,32 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
         if (!direct) scatter_tile(out, ld, s.ci, nt, dxt, p->stride_dx_c, p->stride_dx_t);
       }
 
-      // dy's tile transposed to (time, channel), the layout the GEMM takes its B operand in,
-      // with db's sums taken on the way.
-      if (dw || db) {
-        for (int64_t o = 0; o < s.co; ++o) {
-          const T* row = dyg + o * p->stride_dy_c + t0 * p->stride_dy_t;
-          T sum = 0;
-          for (int64_t n = 0; n < nt; ++n) {
-            const T v = row[n * p->stride_dy_t];
-            sum += v;
-            if (dw) dyt[n * s.co + o] = v;
-          }
-          if (db) part_db[g * s.co + o] += sum;
+      const T* dy_tile = dyg + t0 * p->stride_dy_t;
+      const int64_t sdc = p->stride_dy_c, sdt = p->stride_dy_t;
+      for (int64_t o = 0; o < s.co && db; ++o) {
+        const T* row = dy_tile + o * sdc;
+        T sum = 0;
+        if (sdt == 1) {
+          sum = row_sum(row, nt);
+        } else {
+          for (int64_t n = 0; n < nt; ++n) sum += row[n * sdt];
         }
+        part_db[g * s.co + o] += sum;
       }
 
       if (dw) {
+        // dy's tile transposed to (time, channel), the layout the GEMM takes its B operand in
+        if (sdt == 1) {
+          transpose(dy_tile, sdc, s.co, nt, dyt, s.co);
+        } else {
+          for (int64_t o = 0; o < s.co; ++o)
+            for (int64_t n = 0; n < nt; ++n) dyt[n * s.co + o] = dy_tile[o * sdc + n * sdt];
+        }
         gather_taps(xg, p->stride_x_c, p->stride_x_t, s.ci, s, t0, nt, -1, taps_x, ld);
-        // prod[i * K + k][o] = sum over the tile of x's tap (i, k) times dy[o]
-        Gemm<T> gm{rows_x, s.co, nt, taps_x, ld, 1, dyt, s.co, prod, s.co, nullptr, false};
+        // part[i * K + k][o] += sum over the tile of x's tap (i, k) times dy[o]
+        Gemm<T> gm{rows_x, s.co,    nt,    taps_x, ld, 1, dyt, s.co, part_dw + g * rows_x * s.co,
+                   s.co,   nullptr, false, true};
         gemm(gm, scratch);
-        T* part = part_dw + g * rows_x * s.co;
-        for (int64_t j = 0; j < rows_x * s.co; ++j) part[j] += prod[j];
       }
     }
 

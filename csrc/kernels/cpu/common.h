@@ -45,6 +45,25 @@ class Buffer {
   T* data_;
 };
 
+// sum of src[0 .. n), in vector lanes (a reduction the compiler would not reorder on its own:
+// as one chain of scalar adds, summing a tile's rows took a tenth of a backward).
+template <typename T>
+T row_sum(const T* src, int64_t n) {
+  typedef typename Vec<T>::type V;
+  constexpr int L = kLanes<T>;
+  V acc0{}, acc1{};
+  int64_t j = 0;
+  for (; j + 2 * L <= n; j += 2 * L) {
+    acc0 += load_vec(src + j);
+    acc1 += load_vec(src + j + L);
+  }
+  acc0 += acc1;
+  T sum = 0;
+  for (int l = 0; l < L; ++l) sum += acc0[l];
+  for (; j < n; ++j) sum += src[j];
+  return sum;
+}
+
 // The row length of a buffer of n columns: whole GEMM panels of NR, and an odd number of them,
 // so that consecutive rows do not map to the same few cache sets.
 template <typename T>

@@ -52,6 +52,7 @@ using pyr_cpu::kNR;
 using pyr_cpu::leading_dim;
 using pyr_cpu::load_vec;
 using pyr_cpu::product_fits;
+using pyr_cpu::row_sum;
 using pyr_cpu::store_vec;
 using pyr_cpu::strides_ok;
 using pyr_cpu::thread_count;
@@ -363,11 +364,8 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
                 p->stride_dskip_t, s.skip, nt, dout, ld);
       load_tile(dx_next + b * p->stride_dx_next_b + t0 * p->stride_dx_next_t, p->stride_dx_next_c,
                 p->stride_dx_next_t, s.residual, nt, dout + s.skip * ld, ld);
-      for (int64_t r = 0; r < out_rows && own && want_db_out; ++r) {
-        T sum = 0;
-        for (int64_t n = 0; n < nt; ++n) sum += dout[r * ld + n];
-        part_db_out[r] += sum;
-      }
+      for (int64_t r = 0; r < out_rows && own && want_db_out; ++r)
+        part_db_out[r] += row_sum(dout + r * ld, nt);
       if (!want_gate) return;
 
       // da = [W_s; W_r]^T [dskip; dx_next]: the stacked weight read transposed in place.
@@ -400,12 +398,8 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
         gemm(gw, scratch);
       }
 
-      if (want_dz_rows)
-        for (int64_t o = 0; o < gg; ++o) {
-          T sum = 0;
-          for (int64_t n = 0; n < nt; ++n) sum += dz[o * ldr + n];
-          part_dz_rows[b * gg + o] += sum;
-        }
+      for (int64_t o = 0; o < gg && want_dz_rows; ++o)
+        part_dz_rows[b * gg + o] += row_sum(dz + o * ldr, nt);
 
       if (want_dw_local) {
         const T* lc = local + b * p->stride_local_b + t0 * p->stride_local_t;
