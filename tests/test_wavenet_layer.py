@@ -174,6 +174,22 @@ def test_matches_reference_and_composition(backend, dtype, case):
     check_against(backend, tensors, case[6], cotangents_for(case, dtype), dtype)
 
 
+@pytest.mark.skipif("cpp" not in LAYER_BACKENDS, reason="the C++ extension is not built")
+@pytest.mark.parametrize("threads", [1, 2, 5])
+def test_cpp_any_thread_count(threads):
+    # the C++ backward cuts each batch row into chunks by the thread count (with dz recomputed
+    # over the taps' reach past each chunk's end): 1, 2 and 5 threads cut the rows of B=3,
+    # T=1000 into 1, 2 and 4 chunks, and dilation 100 with K=3 reaches 1 or 2 tiles past each
+    case = (3, 8, 8, 8, 1000, 3, 100, 2, 1)
+    tensors = layer_inputs(case, torch.float64)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        check_against("cpp", tensors, case[6], cotangents_for(case, torch.float64), torch.float64)
+    finally:
+        torch.set_num_threads(before)
+
+
 def channels_last(t):
     # the same values with the time steps not contiguous: a (B, T, C) buffer seen as (B, C, T)
     return t.transpose(1, 2).contiguous().transpose(1, 2)
