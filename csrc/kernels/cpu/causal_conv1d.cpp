@@ -376,7 +376,7 @@ void conv_bwd(const pyr_causal_conv1d_bwd_params* p) {
       if (dw) {
         // dy's tile transposed to (time, channel), the layout the GEMM takes its B operand in
         if (sdt == 1) {
-          transpose(dy_tile, sdc, s.co, nt, dyt, s.co);
+          transpose(dy_tile, sdc, s.co, nt, dyt);
         } else {
           for (int64_t o = 0; o < s.co; ++o)
             for (int64_t n = 0; n < nt; ++n) dyt[n * s.co + o] = dy_tile[o * sdc + n * sdt];

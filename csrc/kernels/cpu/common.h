@@ -9,6 +9,10 @@
 #include <cstdint>
 #include <new>
 
+#if defined(__AVX__)
+#include <immintrin.h>
+#endif
+
 #include "cpu/gemm.h"
 #include "layout.h"
 #include "pyreversible/kernels.h"
@@ -85,6 +89,65 @@ int64_t time_tile(int64_t rows, int64_t length, int64_t sequences, int64_t budge
   while (tile > NR && sequences * ((length + tile - 1) / tile) < 4 * threads) tile /= 2;
   tile = std::max(NR, tile / NR * NR);
   return std::min(tile, (length + NR - 1) / NR * NR);
+}
+
+// The columns of a strip of 16 rows that transpose_strip() moves: none here; the AVX overload
+// below takes the float case.
+template <typename T>
+int64_t transpose_strip(const T*, int64_t, int64_t, T*, int64_t) {
+  return 0;
+}
+
+#if defined(__AVX__)
+// dst (8, ldd) = the transpose of the 8 x 8 floats at src (row length lds), in registers: pairs
+// of rows interleaved, then pairs of pairs, then the 128-bit halves swapped into place.
+inline void transpose_8x8(const float* src, int64_t lds, float* dst, int64_t ldd) {
+  __m256 r[8], t[8];
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * lds);
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+  }
+  // r[i + j] holds columns j and j + 4 of rows i .. i + 3, one per 128-bit half.
+  for (int i = 0; i < 8; i += 4) {
+    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int j = 0; j < 4; ++j) {
+    _mm256_storeu_ps(dst + j * ldd, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
+    _mm256_storeu_ps(dst + (j + 4) * ldd, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
+  }
+}
+
+// Transposes the whole 8-column tiles of a strip of 16 rows, two 8 x 8 tiles per step, so that
+// each column written fills 64 bytes of dst; returns how many columns it did.
+inline int64_t transpose_strip(const float* src, int64_t lds, int64_t cols, float* dst,
+                               int64_t ldd) {
+  int64_t c = 0;
+  for (; c + 8 <= cols; c += 8) {
+    transpose_8x8(src + c, lds, dst + c * ldd, ldd);
+    transpose_8x8(src + 8 * lds + c, lds, dst + c * ldd + 8, ldd);
+  }
+  return c;
+}
+#endif
+
+// dst (cols, rows) row-major = src (rows, cols) with row length lds: a block of activations
+// back to the (batch, width) layout of a coupling layer, or a tile of a sequence to (time,
+// channel) for the B of a weight gradient's GEMM. In strips of 16 source rows, so that the
+// lines a strip reads stay in L1 while its columns are written.
+template <typename T>
+void transpose(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst) {
+  constexpr int64_t kStrip = 16;
+  for (int64_t i0 = 0; i0 < rows; i0 += kStrip) {
+    const int64_t i1 = std::min(rows, i0 + kStrip);
+    const int64_t done =
+        i1 - i0 == kStrip ? transpose_strip(src + i0 * lds, lds, cols, dst + i0, rows) : 0;
+    for (int64_t c = done; c < cols; ++c)
+      for (int64_t i = i0; i < i1; ++i) dst[c * rows + i] = src[i * lds + c];
+  }
 }
 
 // Runs f32() or f64() by the params' dtype (checked before); no exception leaves it: running

@@ -58,17 +58,4 @@ void drop_taps_past_end(const T* w_t, int64_t rows_out, int64_t channels, const 
     }
 }
 
-// dst[n * ldd + r] = src[r * lds + n] for a rows by cols block, in small squares so that the
-// lines of both sides stay in L1.
-template <typename T>
-void transpose(const T* src, int64_t lds, int64_t rows, int64_t cols, T* dst, int64_t ldd) {
-  constexpr int64_t kBlock = 16;
-  for (int64_t r0 = 0; r0 < rows; r0 += kBlock)
-    for (int64_t n0 = 0; n0 < cols; n0 += kBlock) {
-      const int64_t r1 = std::min(rows, r0 + kBlock), n1 = std::min(cols, n0 + kBlock);
-      for (int64_t r = r0; r < r1; ++r)
-        for (int64_t n = n0; n < n1; ++n) dst[n * ldd + r] = src[r * lds + n];
-    }
-}
-
 }  // namespace pyr_cpu

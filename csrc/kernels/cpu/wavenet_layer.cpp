@@ -424,7 +424,7 @@ void layer_bwd(const pyr_wavenet_layer_bwd_params* p) {
         // dW_conv (as (R K, 2G)) += the past taps of x times dz^T over the tile
         gather_taps(x + b * p->stride_x_b, p->stride_x_c, p->stride_x_t, s.residual, s, t0, nt, -1,
                     taps, ld);
-        transpose(dz, ldr, gg, nt, dzt, gg);
+        transpose(dz, ldr, gg, nt, dzt);
         Gemm<T> gw{rows_x, gg, nt, taps, ld, 1, dzt, gg, part_dw_conv, gg, nullptr, false, true};
         gemm(gw, scratch);
       }
