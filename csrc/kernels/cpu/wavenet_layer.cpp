@@ -13,13 +13,15 @@
 // nothing: the backward needs tanh and sigmoid of z to differentiate the gate and a for the
 // projections' weight gradients, and all three are cheap to recompute from z tile by tile,
 // while recomputing z itself would cost the convolution's GEMM again (its FLOPs are about half
-// of the forward's). The backward then runs in two passes. The first, per item again: da from
-// one GEMM of [W_s; W_r]^T with the tile of [dskip; dx_next], dz through the gate's derivative,
-// the weight gradients of the projections and of the local conditioning as per-thread partial
-// sums, dc_local with one GEMM, and dz summed over time for the global conditioning. dz goes
-// out to memory, because dx at time t needs dz at times t + shift(k), which lie in later tiles:
-// the second pass is the causal convolution's own backward on dz (dx, dW_conv, db_conv), to
-// which dx_next is added.
+// of the forward's). The backward runs in one pass, over items of (batch row, chunk of time
+// tiles). Per tile: da from one GEMM of [W_s; W_r]^T with the tile of [dskip; dx_next], dz
+// through the gate's derivative into a per-thread ring of tiles, the weight gradients of the
+// projections, of the local conditioning and of the convolution as per-thread partial sums,
+// dc_local with one GEMM, and dz summed over time for the global conditioning and the conv
+// bias. dx at time t reads dz at t + shift(k), up to (K - 1) d steps later: each tile of dx
+// (one GEMM of W_conv^T with the future taps of dz, plus dx_next) runs as soon as the ring
+// holds the dz it reads, and the dz of the reach past a chunk's end is recomputed there rather
+// than shared between threads. dz never goes out to memory as a (B, 2G, T) tensor.
 #include <omp.h>
 
 #include <algorithm>
